@@ -1,0 +1,1 @@
+"""leae_jax: a self-teaching autoencoder trained only by agreement in its own latent space."""

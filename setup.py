@@ -1,0 +1,41 @@
+"""leae_jax: the self-teaching autoencoder in JAX/Flax."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.4.30",
+    "flax>=0.10",
+    "optax>=0.2.3",
+    "orbax-checkpoint>=0.6",
+    "chex>=0.1.87",
+    "ml-collections>=0.1.1",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    # Data preparation only: TFDS builds ArrayRecord files, grain reads them.
+    "tensorflow-cpu>=2.16",
+    "tensorflow-datasets>=4.9.6",
+    "grain>=0.2.2",
+    "tensorboard>=2.16",
+    "matplotlib>=3.8",
+    "pillow>=10",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
+    ],
+}
+
+setuptools.setup(
+    name="leae_jax",
+    version="0.1.0",
+    description="Self-teaching autoencoder: reconstruction learned from latent agreement alone.",
+    packages=setuptools.find_packages(include=["leae_jax", "leae_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
