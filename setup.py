@@ -18,12 +18,15 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.16",
     "matplotlib>=3.8",
     "pillow>=10",
+    # TFDS's download path imports it but does not declare it.
+    "importlib_resources>=6",
 ]
 
 EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-xdist>=3.5",
+        "scipy>=1.11",
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",

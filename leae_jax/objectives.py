@@ -1,0 +1,384 @@
+"""Training objectives: pure loss functions of (params, batch_stats, images, key).
+
+Every loss returns `(scalar, aux)` and works with `jax.value_and_grad(...,
+has_aux=True)`. `aux` holds:
+
+* `parts`: named scalars for logging (`loss`, `latent_agreement`, `sigreg`,
+  one `agree/<view>` per view, ...);
+* `batch_stats`: the new normalisation statistics — updated from the clean
+  input only, never from views or reconstructions;
+* `images`: named image batches for inspection (`reconstruction`, and for the
+  masked objectives `masked_input`, `masked_reconstruction`, `hole`).
+
+The judge `J` is the model's own encoder applied with the statistics of the
+batch it is judging, discarding the statistics update. Which parameters it
+uses is the judge mode:
+
+* `step_frozen`: the current encoder params under `stop_gradient` — gradient
+  still flows through J's *input* (the reconstruction) but never into J's
+  parameters, so the decoder has to fix its artefacts instead of the encoder
+  learning to ignore them. No second copy is kept;
+* `live`: the current encoder params, gradient flowing through them too;
+* `ema`: an exponential moving average of the encoder carried in the train
+  state (`update_ema`), under `stop_gradient`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from leae_jax import models
+from leae_jax import sigreg as sigreg_lib
+from leae_jax import views as views_lib
+
+PyTree = Any
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+JUDGES = ("step_frozen", "live", "ema")
+
+
+# ---------------------------------------------------------------------------
+# Encoder / decoder application with explicit normalisation semantics.
+
+
+def encode(
+    model: models.Autoencoder,
+    encoder_params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    *,
+    train: bool = True,
+) -> tuple[jax.Array, PyTree]:
+  """Encodes `images`; returns `(codes, batch_stats after this batch)`.
+
+  With `train=True` the code is normalised with the statistics of `images`
+  and the returned running statistics include this batch; with `train=False`
+  the stored running statistics are used and returned unchanged. Callers that
+  must not update the statistics (the judge, corrupted inputs) simply drop
+  the returned value.
+  """
+  variables = {"params": {"encoder": encoder_params}, "batch_stats": batch_stats}
+  if not train:
+    return model.apply(variables, images, train=False, method=model.encode), batch_stats
+  codes, updates = model.apply(variables, images, train=True, method=model.encode,
+                               mutable=["batch_stats"])
+  return codes, updates["batch_stats"]
+
+
+def decode(model: models.Autoencoder, decoder_params: PyTree, codes: jax.Array) -> jax.Array:
+  """Decodes `codes` into images in [0, 1]."""
+  return model.apply({"params": {"decoder": decoder_params}}, codes, method=model.decode)
+
+
+def make_judge(model: models.Autoencoder, judge_params: PyTree, batch_stats: PyTree) -> Callable[[jax.Array], jax.Array]:
+  """`J(x)`: the encoder under `judge_params`, normalised with x's own batch statistics."""
+  return lambda x: encode(model, judge_params, batch_stats, x, train=True)[0]
+
+
+def judge_params_for(mode: str, params: PyTree, ema_params: PyTree | None = None) -> PyTree:
+  """The encoder parameters the judge uses under judge `mode`."""
+  if mode == "step_frozen":
+    return jax.lax.stop_gradient(params["encoder"])
+  if mode == "live":
+    return params["encoder"]
+  if mode == "ema":
+    if ema_params is None:
+      raise ValueError("judge='ema' needs the EMA judge params (init_ema(params) in the train state).")
+    return jax.lax.stop_gradient(ema_params)
+  raise ValueError(f"Unknown judge {mode!r}; valid judges: {', '.join(JUDGES)}.")
+
+
+def init_ema(params: PyTree) -> PyTree:
+  """Initial EMA judge: a copy of the encoder params."""
+  return jax.tree_util.tree_map(jnp.array, params["encoder"])
+
+
+def update_ema(ema_params: PyTree, encoder_params: PyTree, decay: float) -> PyTree:
+  """`decay · ema + (1 − decay) · encoder`, leaf by leaf."""
+  return optax.incremental_update(encoder_params, ema_params, step_size=1.0 - decay)
+
+
+def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+# ---------------------------------------------------------------------------
+# Losses.
+
+
+@dataclasses.dataclass(frozen=True)
+class SigregSpec:
+  """Weight and statistic settings of the SIGReg term."""
+
+  weight: float = 0.03
+  num_slices: int = 256
+  num_knots: int = 17
+  t_max: float = 3.0
+
+  def __call__(self, codes: jax.Array, key: jax.Array) -> jax.Array:
+    return sigreg_lib.sigreg(codes, key, num_slices=self.num_slices,
+                             num_knots=self.num_knots, t_max=self.t_max)
+
+
+def self_teaching_loss(
+    model: models.Autoencoder,
+    params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    judge_params: PyTree,
+    views: Sequence[tuple[views_lib.View, float]],
+    plain_weight: float = 0.0,
+    sigreg: SigregSpec = SigregSpec(),
+) -> tuple[jax.Array, dict]:
+  """`mean_T w_T ||J(T(x)) − J(T(x̂))||² + plain · ||J(x) − J(x̂)||² + λ SIGReg(z)`.
+
+  `judge_params` are used as given (choose them with `judge_params_for`); the
+  target side `J(T(x))` never carries gradient. The view mean is weighted by
+  the `w_T` and normalised by their sum.
+  """
+  if not views and plain_weight <= 0:
+    raise ValueError("self_teaching needs at least one view or a positive plain_weight.")
+  k_sigreg, k_views = jax.random.split(key)
+  codes, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
+  recon = decode(model, params["decoder"], codes)
+  judge = make_judge(model, judge_params, batch_stats)
+
+  def agreement(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+    return _mse(jax.lax.stop_gradient(judge(x)), judge(x_hat))
+
+  parts = {}
+  latent_agreement = jnp.zeros((), jnp.float32)
+  total_weight = sum(w for _, w in views)
+  for i, (view, weight) in enumerate(views):
+    tx, tx_hat = view.pair(jax.random.fold_in(k_views, i), images, recon)
+    term = agreement(tx, tx_hat)
+    parts[f"agree/{view.name}"] = term
+    latent_agreement += weight / total_weight * term
+  if plain_weight > 0:
+    parts["agree/plain"] = agreement(images, recon)
+    latent_agreement += plain_weight * parts["agree/plain"]
+
+  sig = sigreg(codes, k_sigreg)
+  loss = latent_agreement + sigreg.weight * sig
+  parts.update(loss=loss, latent_agreement=latent_agreement, sigreg=sig)
+  return loss, dict(parts=parts, batch_stats=new_stats, images=dict(reconstruction=recon))
+
+
+def masked_self_teaching_loss(
+    model: models.Autoencoder,
+    params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    judge_params: PyTree,
+    crop: views_lib.View,
+    mask: views_lib.View,
+    sigreg: SigregSpec = SigregSpec(),
+) -> tuple[jax.Array, dict]:
+  """The symmetric clean/masked objective.
+
+  `x̂_c = D(E(x))`, `x̂_m = D(E(mask(x)))`, one shared crop `c`:
+  `(||J(x̂_c) − J(x̂_m)||² + ||J(c(x)) − J(c(x̂_c))||² + ||J(c(x)) − J(c(x̂_m))||²)/3
+  + λ/2 (SIGReg(E(x)) + SIGReg(E(mask(x))))`. Only the clean batch updates the
+  normalisation statistics.
+  """
+  k_mask, k_crop, k_sigreg = jax.random.split(key, 3)
+  mask_params = mask.sample(k_mask, images.shape)
+  masked = mask.transform(mask_params, images)
+  z_clean, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
+  z_masked, _ = encode(model, params["encoder"], batch_stats, masked, train=True)
+  recon_clean = decode(model, params["decoder"], z_clean)
+  recon_masked = decode(model, params["decoder"], z_masked)
+  judge = make_judge(model, judge_params, batch_stats)
+
+  crop_params = crop.sample(k_crop, images.shape)
+  target = jax.lax.stop_gradient(judge(crop.transform(crop_params, images)))
+  consistency = _mse(judge(recon_clean), judge(recon_masked))
+  clean_crop = _mse(target, judge(crop.transform(crop_params, recon_clean)))
+  masked_crop = _mse(target, judge(crop.transform(crop_params, recon_masked)))
+  latent_agreement = (consistency + clean_crop + masked_crop) / 3.0
+  # One key: both code sets are tested along the same directions.
+  sig = 0.5 * (sigreg(z_clean, k_sigreg) + sigreg(z_masked, k_sigreg))
+  loss = latent_agreement + sigreg.weight * sig
+  parts = dict(loss=loss, latent_agreement=latent_agreement, sigreg=sig,
+               consistency=consistency, clean_crop=clean_crop, masked_crop=masked_crop)
+  imgs = dict(reconstruction=recon_clean, masked_input=masked,
+              masked_reconstruction=recon_masked, hole=mask_params["hole"])
+  return loss, dict(parts=parts, batch_stats=new_stats, images=imgs)
+
+
+def mse_loss(
+    model: models.Autoencoder,
+    params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    sigreg: SigregSpec = SigregSpec(weight=0.0),
+) -> tuple[jax.Array, dict]:
+  """Plain autoencoder baseline `||D(E(x)) − x||²` (+ optional SIGReg)."""
+  codes, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
+  recon = decode(model, params["decoder"], codes)
+  pixel = _mse(recon, images)
+  sig = sigreg(codes, key)
+  loss = pixel + sigreg.weight * sig
+  parts = dict(loss=loss, pixel_mse=pixel, sigreg=sig)
+  return loss, dict(parts=parts, batch_stats=new_stats, images=dict(reconstruction=recon))
+
+
+def masked_mse_loss(
+    model: models.Autoencoder,
+    params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    mask: views_lib.View,
+    sigreg: SigregSpec = SigregSpec(weight=0.0),
+) -> tuple[jax.Array, dict]:
+  """Masked baseline `||D(E(mask(x))) − x||²`.
+
+  Its encoder only ever sees masked input (and its statistics come from it):
+  compare with that caveat in mind.
+  """
+  k_mask, k_sigreg = jax.random.split(key)
+  mask_params = mask.sample(k_mask, images.shape)
+  masked = mask.transform(mask_params, images)
+  codes, new_stats = encode(model, params["encoder"], batch_stats, masked, train=True)
+  recon = decode(model, params["decoder"], codes)
+  pixel = _mse(recon, images)
+  sig = sigreg(codes, k_sigreg)
+  loss = pixel + sigreg.weight * sig
+  hole = mask_params["hole"]
+  hole_mse = jnp.sum(jnp.square(recon - images) * hole) / jnp.maximum(
+      jnp.sum(hole) * images.shape[-1], 1.0)
+  parts = dict(loss=loss, pixel_mse=pixel, hole_mse=hole_mse, sigreg=sig)
+  imgs = dict(reconstruction=recon, masked_input=masked, masked_reconstruction=recon, hole=hole)
+  return loss, dict(parts=parts, batch_stats=new_stats, images=imgs)
+
+
+# ---------------------------------------------------------------------------
+# Building an objective from a config.
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A configured loss: `objective(params, batch_stats, images, key, ema_params=None)`.
+
+  `judge` is the judge mode (`None` for the pixel baselines); `ema_decay`
+  applies when `judge == 'ema'` and the train state carries EMA params.
+  """
+
+  name: str
+  fn: LossFn
+  judge: str | None = None
+  ema_decay: float = 0.999
+
+  @property
+  def uses_ema(self) -> bool:
+    return self.judge == "ema"
+
+  def __call__(self, params: PyTree, batch_stats: PyTree, images: jax.Array, key: jax.Array,
+               ema_params: PyTree | None = None) -> tuple[jax.Array, dict]:
+    if self.judge is None:
+      return self.fn(params, batch_stats, images, key)
+    judge_params = judge_params_for(self.judge, params, ema_params)
+    return self.fn(params, batch_stats, images, key, judge_params=judge_params)
+
+
+OBJECTIVES = ("self_teaching", "masked_self_teaching", "mse", "masked_mse")
+
+
+def _split_list(value: Any) -> list[str]:
+  if value is None:
+    return []
+  if isinstance(value, str):
+    return [v.strip() for v in value.split(",") if v.strip()]
+  return [str(v) for v in value]
+
+
+def _view(name: str, view_args: Any) -> views_lib.View:
+  kwargs = dict(view_args.get(name, {}) or {}) if view_args else {}
+  return views_lib.get_view(name, **kwargs)
+
+
+def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View, float]]:
+  """`config.views` ('a,b' or a list) + optional `view_weights` → [(View, weight)]."""
+  view_names = _split_list(config.get("views", ""))
+  weights = [float(w) for w in _split_list(config.get("view_weights", ""))] or [1.0] * len(view_names)
+  if len(weights) != len(view_names):
+    raise ValueError(
+        f"objective.view_weights has {len(weights)} entries but objective.views names "
+        f"{len(view_names)} views ({', '.join(view_names)})."
+    )
+  if any(w < 0 for w in weights) or (view_names and sum(weights) <= 0):
+    raise ValueError(f"objective.view_weights must be non-negative with a positive sum, got {weights}.")
+  view_args = config.get("view_args", None)
+  return [(_view(name, view_args), w) for name, w in zip(view_names, weights)]
+
+
+def sigreg_spec(config: ml_collections.ConfigDict, default_weight: float = 0.03) -> SigregSpec:
+  """The SIGReg settings of an objective config."""
+  return SigregSpec(
+      weight=float(config.get("sigreg_weight", default_weight)),
+      num_slices=int(config.get("sigreg_slices", 256)),
+      num_knots=int(config.get("sigreg_knots", 17)),
+      t_max=float(config.get("sigreg_t_max", 3.0)),
+  )
+
+
+def create_objective(config: ml_collections.ConfigDict, model: models.Autoencoder) -> Objective:
+  """Builds the objective named `config.name` for `model`.
+
+  Fields (all optional but `name`): `views`, `view_weights`, `view_args`
+  (per-view keyword arguments, e.g. `{'crop_resize': {'crop_ratio': 0.15}}`),
+  `plain_weight`, `sigreg_weight`, `sigreg_slices`, `sigreg_knots`,
+  `sigreg_t_max`, `judge`, `ema_decay`, `mask_ratio` (masked objectives),
+  `crop_view` (masked_self_teaching's shared view, default `crop_resize`).
+  """
+  name = config.get("name", None)
+  bind = lambda fn, **kw: lambda *args, **more: fn(model, *args, **kw, **more)
+
+  if name == "self_teaching":
+    judge = _check_judge(config)
+    views, plain_weight = parse_views(config), float(config.get("plain_weight", 0.0))
+    if not views and plain_weight <= 0:
+      raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
+    fn = bind(self_teaching_loss, views=views, plain_weight=plain_weight, sigreg=sigreg_spec(config))
+    return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
+
+  if name == "masked_self_teaching":
+    judge = _check_judge(config)
+    mask = views_lib.get_view("inpaint", mask_ratio=float(config.get("mask_ratio", 0.35)))
+    crop = _view(config.get("crop_view", "crop_resize"), config.get("view_args", None))
+    fn = bind(masked_self_teaching_loss, crop=crop, mask=mask, sigreg=sigreg_spec(config))
+    return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
+
+  if name == "mse":
+    return Objective(name, bind(mse_loss, sigreg=sigreg_spec(config, default_weight=0.0)))
+
+  if name == "masked_mse":
+    mask = views_lib.get_view("inpaint", mask_ratio=float(config.get("mask_ratio", 0.35)))
+    return Objective(name, bind(masked_mse_loss, mask=mask,
+                                sigreg=sigreg_spec(config, default_weight=0.0)))
+
+  raise ValueError(f"Unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}.")
+
+
+def _check_judge(config: ml_collections.ConfigDict) -> str:
+  judge = config.get("judge", "step_frozen")
+  if judge not in JUDGES:
+    raise ValueError(f"Unknown judge {judge!r}; valid judges: {', '.join(JUDGES)}.")
+  decay = float(config.get("ema_decay", 0.999))
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"objective.ema_decay must lie in [0, 1), got {decay}.")
+  return judge

@@ -1,0 +1,352 @@
+"""Transformations ("views") under which the judge compares image and reconstruction.
+
+A `View` is a pair of pure functions:
+
+* `sample(key, shape) -> params`: draws the per-sample randomness for a batch
+  of images of `shape = (N, H, W, C)` (crop boxes, masks...), once per step;
+* `transform(params, images) -> images`: applies it, batched, jit-able.
+
+Because the randomness is sampled separately, the *same* crop box or mask is
+applied to the real image and to its reconstruction (`View.pair`). Views are
+built by name from a registry (`get_view('crop_resize', crop_ratio=0.15)`), and
+a notebook can add its own with `@register('name')`.
+
+All views keep the image shape and map [0, 1] images to [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Shape = tuple[int, ...]
+
+# Rec. 601 luma weights: the grey level the saturation / contrast views pivot on.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+  """A named transformation with its randomness split from its application."""
+
+  name: str
+  sample: Callable[[jax.Array, Shape], Params]
+  transform: Callable[[Params, jax.Array], jax.Array]
+
+  def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
+    """Samples fresh randomness from `key` and transforms `images`."""
+    return self.transform(self.sample(key, images.shape), images)
+
+  def pair(self, key: jax.Array, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Applies one draw of the randomness identically to `a` and `b`."""
+    if a.shape != b.shape:
+      raise ValueError(f"View {self.name!r}: paired batches differ in shape, {a.shape} vs {b.shape}.")
+    params = self.sample(key, a.shape)
+    return self.transform(params, a), self.transform(params, b)
+
+
+def _no_randomness(key: jax.Array, shape: Shape) -> None:
+  del key, shape
+  return None
+
+
+def deterministic(name: str, fn: Callable[[jax.Array], jax.Array]) -> View:
+  """Wraps a key-free image function as a `View`."""
+  return View(name, _no_randomness, lambda params, images: fn(images))
+
+
+# ---------------------------------------------------------------------------
+# Registry.
+
+_REGISTRY: dict[str, Callable[..., View]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., View]], Callable[..., View]]:
+  """Decorator registering a view factory `(**kwargs) -> View` under `name`."""
+
+  def wrap(factory: Callable[..., View]) -> Callable[..., View]:
+    _REGISTRY[name] = factory
+    return factory
+
+  return wrap
+
+
+def names() -> list[str]:
+  """Registered view names."""
+  return sorted(_REGISTRY)
+
+
+def get_view(name: str, **kwargs: Any) -> View:
+  """Builds the registered view `name` with keyword arguments `kwargs`."""
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown view {name!r}; valid views: {', '.join(names())}.")
+  factory = _REGISTRY[name]
+  accepted = inspect.signature(factory).parameters
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(
+        f"View {name!r} got unknown argument(s) {', '.join(unknown)}; "
+        f"it accepts: {', '.join(accepted) or 'none'}."
+    )
+  return factory(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers.
+
+
+def _exact_count_mask(key: jax.Array, shape: Shape, count: int) -> jax.Array:
+  """Boolean mask of `shape = (N, ...)` with exactly `count` True per sample."""
+  n = shape[0]
+  size = math.prod(shape[1:])
+  if count <= 0:
+    return jnp.zeros(shape, bool)
+  if count >= size:
+    return jnp.ones(shape, bool)
+  noise = jax.random.uniform(key, (n, size))
+  # The count-th smallest noise value is the threshold (ties have probability 0).
+  threshold = jnp.sort(noise, axis=-1)[:, count - 1 : count]
+  return (noise <= threshold).reshape(shape)
+
+
+def _check_ratio(name: str, ratio: float) -> None:
+  if not 0.0 <= ratio <= 1.0:
+    raise ValueError(f"{name} must lie in [0, 1], got {ratio}.")
+
+
+def box_filter(images: jax.Array, kernel_size: int) -> jax.Array:
+  """Mean over a `kernel_size` square window, edge-padded ('same' output)."""
+  if kernel_size < 1 or kernel_size % 2 == 0:
+    raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+  r = kernel_size // 2
+  x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+  # Separable: one pass along each axis, O(k) per pixel instead of O(k²).
+  x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kernel_size, 1, 1), (1, 1, 1, 1), "VALID")
+  x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, kernel_size, 1), (1, 1, 1, 1), "VALID")
+  return x / (kernel_size * kernel_size)
+
+
+def luminance(images: jax.Array) -> jax.Array:
+  """`(N, H, W, 1)` grey level (the image itself for one channel)."""
+  if images.shape[-1] == 3:
+    return jnp.tensordot(images, jnp.asarray(_LUMA, images.dtype), axes=[[-1], [0]])[..., None]
+  return jnp.mean(images, axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Crop-resize.
+
+
+def interpolation_matrix(start: jax.Array, side: jax.Array, size: int, in_size: int) -> jax.Array:
+  """`(N, size, in_size)` bilinear resampling matrices for 1-D windows.
+
+  Output index i samples input coordinate `start + i·(side−1)/(size−1)` (the
+  grid `linspace(0, side−1, size)` inside the window), with the neighbour
+  clamped at the edge. Applying one matrix per axis resizes a crop with two
+  small matmuls instead of a gather.
+  """
+  # Split i·(side−1)/(size−1) into integer and fractional parts with integer
+  # arithmetic: float division (which XLA turns into a reciprocal multiply) can
+  # land a hair below an integer and pick the wrong neighbour.
+  denom = max(size - 1, 1)
+  numer = jnp.arange(size, dtype=jnp.int32)[None, :] * (side[:, None].astype(jnp.int32) - 1)
+  frac = (numer % denom).astype(jnp.float32) / denom
+  lo = jnp.clip(start[:, None].astype(jnp.int32) + numer // denom, 0, in_size - 1)
+  hi = jnp.clip(lo + 1, 0, in_size - 1)
+  return ((1.0 - frac)[..., None] * jax.nn.one_hot(lo, in_size)
+          + frac[..., None] * jax.nn.one_hot(hi, in_size))
+
+
+def resample(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """`out[n, i, j] = Σ_hw rows[n, i, h] · images[n, h, w] · cols[n, j, w]`."""
+  hp = jax.lax.Precision.HIGHEST  # tiny matrices: exactness is worth more than speed
+  out = jnp.einsum("nih,nhwc->niwc", rows.astype(images.dtype), images, precision=hp)
+  return jnp.einsum("njw,niwc->nijc", cols.astype(images.dtype), out, precision=hp)
+
+
+@register("crop_resize")
+def crop_resize(crop_ratio: float | tuple[float, float] = 0.5) -> View:
+  """Random square crop of side `round(r · min(H, W))`, resized back bilinearly.
+
+  `crop_ratio` is a fixed ratio r, or a `(low, high)` range from which r is
+  drawn uniformly per image.
+  """
+  lo, hi = (crop_ratio, crop_ratio) if isinstance(crop_ratio, (int, float)) else tuple(crop_ratio)
+  if not 0.0 < lo <= hi <= 1.0:
+    raise ValueError(f"crop_ratio must lie in (0, 1] (and low <= high), got {crop_ratio}.")
+
+  def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
+    n, h, w = shape[:3]
+    k_ratio, k_top, k_left = jax.random.split(key, 3)
+    ratio = jax.random.uniform(k_ratio, (n,), minval=lo, maxval=hi)
+    side = jnp.clip(jnp.round(ratio * min(h, w)), 1, min(h, w)).astype(jnp.int32)
+    top = jnp.floor(jax.random.uniform(k_top, (n,)) * (h - side + 1)).astype(jnp.int32)
+    left = jnp.floor(jax.random.uniform(k_left, (n,)) * (w - side + 1)).astype(jnp.int32)
+    return dict(top=top, left=left, side=side)
+
+  def transform(params: dict[str, jax.Array], images: jax.Array) -> jax.Array:
+    _, h, w, _ = images.shape
+    rows = interpolation_matrix(params["top"], params["side"], h, h)
+    cols = interpolation_matrix(params["left"], params["side"], w, w)
+    return resample(images, rows, cols)
+
+  return View("crop_resize", sample, transform)
+
+
+# ---------------------------------------------------------------------------
+# Masks.
+
+
+@register("pixel_mask")
+def pixel_mask(ratio: float = 0.7) -> View:
+  """Zeroes exactly `round(ratio · H · W)` random pixels (all channels) per image."""
+  _check_ratio("pixel_mask ratio", ratio)
+
+  def sample(key: jax.Array, shape: Shape) -> jax.Array:
+    n, h, w = shape[:3]
+    drop = _exact_count_mask(key, (n, h, w, 1), round(ratio * h * w))
+    return (~drop).astype(jnp.float32)
+
+  return View("pixel_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
+
+
+@register("patch_mask")
+def patch_mask(ratio: float = 0.7, patch_size: int = 4) -> View:
+  """Zeroes exactly `round(ratio · #patches)` random `patch_size²` patches per image."""
+  _check_ratio("patch_mask ratio", ratio)
+
+  def sample(key: jax.Array, shape: Shape) -> jax.Array:
+    n, h, w = shape[:3]
+    if h % patch_size or w % patch_size:
+      raise ValueError(f"patch_mask: image {h}x{w} is not divisible into {patch_size}x{patch_size} patches.")
+    gh, gw = h // patch_size, w // patch_size
+    drop = _exact_count_mask(key, (n, gh, 1, gw, 1, 1), round(ratio * gh * gw))
+    drop = jnp.broadcast_to(drop, (n, gh, patch_size, gw, patch_size, 1)).reshape(n, h, w, 1)
+    return (~drop).astype(jnp.float32)
+
+  return View("patch_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
+
+
+@register("channel_mask")
+def channel_mask(ratio: float = 0.7) -> View:
+  """Zeroes `round(ratio · C)` whole colour channels per image, keeping at least one.
+
+  With one channel nothing can be dropped without erasing the image, so the
+  view is the identity on grayscale input.
+  """
+  _check_ratio("channel_mask ratio", ratio)
+
+  def sample(key: jax.Array, shape: Shape) -> jax.Array:
+    n, c = shape[0], shape[-1]
+    drop = _exact_count_mask(key, (n, 1, 1, c), min(round(ratio * c), c - 1))
+    return (~drop).astype(jnp.float32)
+
+  return View("channel_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
+
+
+@register("inpaint")
+def inpaint(mask_ratio: float = 0.35) -> View:
+  """One random square hole of area ≈ `mask_ratio`, filled with the per-channel mean.
+
+  `sample` returns `{'hole': (N, H, W, 1)}` with 1 inside the hole, which
+  evaluation reuses to measure PSNR inside the hole.
+  """
+  _check_ratio("inpaint mask_ratio", mask_ratio)
+
+  def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
+    n, h, w = shape[:3]
+    side = min(h, w, max(0, round(math.sqrt(mask_ratio * h * w))))
+    k_top, k_left = jax.random.split(key)
+    top = jax.random.randint(k_top, (n, 1, 1, 1), 0, h - side + 1)
+    left = jax.random.randint(k_left, (n, 1, 1, 1), 0, w - side + 1)
+    yy = jnp.arange(h)[None, :, None, None]
+    xx = jnp.arange(w)[None, None, :, None]
+    hole = (yy >= top) & (yy < top + side) & (xx >= left) & (xx < left + side)
+    return dict(hole=hole.astype(jnp.float32))
+
+  def transform(params: dict[str, jax.Array], images: jax.Array) -> jax.Array:
+    hole = params["hole"].astype(images.dtype)
+    mean = jnp.mean(images, axis=(1, 2), keepdims=True)
+    return images * (1 - hole) + mean * hole
+
+  return View("inpaint", sample, transform)
+
+
+# ---------------------------------------------------------------------------
+# The detail stack: deterministic filters.
+
+
+@register("identity")
+def identity() -> View:
+  """The untransformed image (the 'plain' view)."""
+  return deterministic("identity", lambda images: images)
+
+
+@register("blur")
+def blur(kernel_size: int = 11) -> View:
+  """Box blur with a `kernel_size` square window."""
+  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)  # validate eagerly
+  return deterministic("blur", lambda images: box_filter(images, kernel_size))
+
+
+@register("saturation_contrast")
+def saturation_contrast(saturation: float = 1.8, contrast: float = 1.4) -> View:
+  """Saturation ×`saturation` around the grey level, then contrast ×`contrast` around the mean grey."""
+
+  def fn(images: jax.Array) -> jax.Array:
+    grey = luminance(images)
+    x = grey + saturation * (images - grey)
+    mean = jnp.mean(luminance(x), axis=(1, 2, 3), keepdims=True)
+    return jnp.clip(mean + contrast * (x - mean), 0.0, 1.0)
+
+  return deterministic("saturation_contrast", fn)
+
+
+@register("sobel")
+def sobel() -> View:
+  """Per-channel Sobel gradient magnitude, scaled to [0, 1]."""
+
+  def fn(images: jax.Array) -> jax.Array:
+    x = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = images.shape[1:3]
+    s = lambda dy, dx: x[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+    gx = (s(-1, 1) + 2 * s(0, 1) + s(1, 1)) - (s(-1, -1) + 2 * s(0, -1) + s(1, -1))
+    gy = (s(1, -1) + 2 * s(1, 0) + s(1, 1)) - (s(-1, -1) + 2 * s(-1, 0) + s(-1, 1))
+    # eps keeps the gradient of sqrt finite on flat regions; 4√2 is the largest
+    # magnitude a [0, 1] image can produce.
+    return jnp.sqrt(gx * gx + gy * gy + 1e-8) / (4.0 * math.sqrt(2.0))
+
+  return deterministic("sobel", fn)
+
+
+@register("high_pass")
+def high_pass(kernel_size: int = 5) -> View:
+  """Absolute high-pass residual `|x − blur(x)|`."""
+  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)
+  return deterministic("high_pass", lambda images: jnp.abs(images - box_filter(images, kernel_size)))
+
+
+@register("local_contrast")
+def local_contrast(kernel_size: int = 9, epsilon: float = 0.05) -> View:
+  """Local contrast normalisation `(x − μ)/√(σ² + ε²)` over a window, squashed by a sigmoid.
+
+  The sigmoid keeps the view in the [0, 1] range the encoder is trained on;
+  `epsilon` stops flat regions from amplifying noise.
+  """
+  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)
+
+  def fn(images: jax.Array) -> jax.Array:
+    mu = box_filter(images, kernel_size)
+    var = jnp.maximum(box_filter(images * images, kernel_size) - mu * mu, 0.0)
+    return jax.nn.sigmoid((images - mu) / jnp.sqrt(var + epsilon * epsilon))
+
+  return deterministic("local_contrast", fn)
+
+
+DETAIL_STACK = ("blur", "saturation_contrast", "sobel", "high_pass", "local_contrast")

@@ -1,0 +1,123 @@
+"""Tests for leae_jax.sigreg."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from leae_jax import sigreg as sigreg_lib
+
+
+def _reference_epps_pulley(p: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> np.ndarray:
+  """Independent float64 NumPy transcription of the formula in DESIGN.md §2."""
+  n = p.shape[0]
+  t = np.linspace(0.0, t_max, num_knots)
+  phi = np.exp(-t**2 / 2)
+  delta = t_max / (num_knots - 1)
+  w = np.array([delta if j in (0, num_knots - 1) else 2 * delta for j in range(num_knots)]) * phi
+  stats = []
+  for col in p.T:
+    err = [(np.mean(np.cos(tj * col)) - phij) ** 2 + np.mean(np.sin(tj * col)) ** 2
+           for tj, phij in zip(t, phi)]
+    stats.append(n * np.dot(w, err))
+  return np.array(stats)
+
+
+def _expected_normal_value(t_max: float = 3.0) -> float:
+  """E[EP] for N(0,1) samples: N·E[err(t)] = 1 − exp(−t²), integrated with weight 2φ(t)."""
+  a = np.sqrt(np.pi / 2) * special.erf(t_max / np.sqrt(2))
+  b = np.sqrt(np.pi / 6) * special.erf(t_max * np.sqrt(3 / 2))
+  return 2 * (a - b)
+
+
+def test_epps_pulley_matches_reference_formula():
+  p = np.random.default_rng(0).normal(size=(50, 6)) * [1, 2, 0.5, 1, 1, 3] + [0, 0, 0, 1, -2, 0]
+  got = sigreg_lib.epps_pulley(jnp.asarray(p, jnp.float32))
+  chex.assert_shape(got, (6,))
+  np.testing.assert_allclose(got, _reference_epps_pulley(p), rtol=2e-4, atol=1e-5)
+
+
+def test_epps_pulley_other_knots_match_reference():
+  p = np.random.default_rng(1).normal(size=(40, 3))
+  got = sigreg_lib.epps_pulley(jnp.asarray(p, jnp.float32), num_knots=9, t_max=2.0)
+  np.testing.assert_allclose(got, _reference_epps_pulley(p, 9, 2.0), rtol=2e-4, atol=1e-5)
+
+
+def test_standard_normal_gives_about_one_per_slice():
+  z = jax.random.normal(jax.random.key(0), (2048, 2000))
+  stats = sigreg_lib.epps_pulley(z)
+  # The mean over many columns matches the analytic expectation (~1.05).
+  assert abs(float(jnp.mean(stats)) - _expected_normal_value()) < 0.05
+  assert float(jnp.median(stats)) < 1.5
+  assert float(jnp.percentile(stats, 99)) < 6.0
+
+
+@pytest.mark.parametrize("name,transform", [
+    ("shifted", lambda z: z + 1.0),
+    ("scaled", lambda z: 3.0 * z),
+    ("shrunk", lambda z: 0.2 * z),
+    ("collapsed", lambda z: 0.0 * z + 0.5 + 1e-3 * z),
+    ("rank_one", lambda z: jnp.repeat(z[:, :1], z.shape[1], axis=1)),
+])
+def test_non_gaussian_codes_give_far_larger_values(name, transform):
+  z = jax.random.normal(jax.random.key(1), (1024, 32))
+  key = jax.random.key(2)
+  normal = float(sigreg_lib.sigreg(z, key))
+  bad = float(sigreg_lib.sigreg(transform(z), key))
+  assert 0.7 < normal < 1.5
+  assert bad > 10 * normal, (name, bad, normal)
+
+
+def test_spatial_latents_average_per_position_statistics():
+  z = jax.random.normal(jax.random.key(3), (64, 3, 2, 8)) * jnp.arange(1, 7).reshape(1, 3, 2, 1)
+  key = jax.random.key(4)
+  spatial = sigreg_lib.sigreg(z, key, num_slices=32)
+  per_position = [sigreg_lib.sigreg(z[:, i, j], key, num_slices=32) for i in range(3) for j in range(2)]
+  np.testing.assert_allclose(spatial, np.mean(per_position), rtol=1e-5)
+  # The positions really differ, so the equality above is not trivial.
+  assert np.ptp(per_position) > 1.0
+
+
+def test_invariant_to_permuting_samples():
+  z = jax.random.normal(jax.random.key(5), (128, 16)) + 0.3
+  perm = jax.random.permutation(jax.random.key(6), 128)
+  key = jax.random.key(7)
+  np.testing.assert_allclose(sigreg_lib.sigreg(z, key), sigreg_lib.sigreg(z[perm], key), rtol=1e-5)
+
+
+def test_directions_are_unit_and_key_dependent():
+  a = sigreg_lib.random_directions(jax.random.key(0), 16, 8)
+  np.testing.assert_allclose(jnp.linalg.norm(a, axis=0), 1.0, rtol=1e-6)
+  b = sigreg_lib.random_directions(jax.random.key(1), 16, 8)
+  assert not np.allclose(a, b)
+
+
+def test_jit_and_grad_lower_the_statistic():
+  z = jax.random.normal(jax.random.key(8), (256, 8)) * 2.0 + 1.0
+  key = jax.random.key(9)
+  loss = jax.jit(lambda z: sigreg_lib.sigreg(z, key, num_slices=64))
+  grad = jax.jit(jax.grad(lambda z: sigreg_lib.sigreg(z, key, num_slices=64)))
+  before = float(loss(z))
+  g = grad(z)
+  chex.assert_tree_all_finite(g)
+  assert float(jnp.abs(g).max()) > 0
+  for _ in range(100):
+    z = z - 2.0 * grad(z)
+  assert float(loss(z)) < 0.2 * before
+
+
+def test_low_precision_input_is_computed_in_float32():
+  z = jax.random.normal(jax.random.key(10), (128, 8))
+  key = jax.random.key(11)
+  out = sigreg_lib.sigreg(z.astype(jnp.bfloat16), key)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, sigreg_lib.sigreg(z.astype(jnp.bfloat16).astype(jnp.float32), key))
+
+
+def test_bad_shapes_raise_clear_errors():
+  with pytest.raises(ValueError, match=r"\(N, D\) or \(N, H, W, D\)"):
+    sigreg_lib.sigreg(jnp.zeros((4, 2, 3)), jax.random.key(0))
+  with pytest.raises(ValueError, match=r"\(N, K\)"):
+    sigreg_lib.epps_pulley(jnp.zeros((4,)))
