@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9.6",
     "grain>=0.2.2",
     "tensorboard>=2.16",
+    "tensorboardX>=2.6",  # writes event files without TensorFlow
+    "tqdm>=4.66",
     "matplotlib>=3.8",
     "pillow>=10",
     # TFDS's download path imports it but does not declare it.

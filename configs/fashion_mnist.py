@@ -1,0 +1,27 @@
+"""Fashion-MNIST (real data, offline-capable), padded to 32×32: step-frozen crop-resize.
+
+The CIFAR recipe on grayscale clothing; reads TFDS when prepared, otherwise the
+original IDX files of Debian's `dataset-fashion-mnist`.
+Variants: any of base_config.VARIANTS, e.g. `configs/fashion_mnist.py:mse`.
+"""
+
+from leae_jax import base_config
+
+
+def get_config(arg=None):
+  c = base_config.get_base_config()
+  c.dataset = "fashion_mnist"
+  c.model.hidden = 32
+  c.model.latent_channels = 16
+  c.objective.views = "crop_resize"
+  c.objective.view_args = {"crop_resize": {"crop_ratio": (0.1, 0.5)}, "pixel_mask": {"ratio": 0.7}}
+  c.objective.judge = "step_frozen"
+  c.objective.sigreg_weight = 0.03
+  c.learning_rate = 1e-3
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.warmup_steps = 100
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.eval_batch_size = 500
+  return base_config.apply_variants(c, arg)

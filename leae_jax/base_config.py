@@ -1,0 +1,139 @@
+"""Defaults shared by every config in `configs/`, and validation of a config.
+
+Config files start from `get_base_config()` and change what their experiment
+needs (big_vision style: `get_config(arg)` selects a variant). `resolve`
+fills the fields derived from the dataset and checks everything that can be
+checked before any compilation, so bad input fails in one line.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from leae_jax import data
+from leae_jax import models
+from leae_jax import objectives
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Every field a config may set, with the published defaults."""
+  c = ml_collections.ConfigDict()
+  c.dataset = "shapes"
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir
+  c.idx_dir = ml_collections.FieldReference(None, field_type=str)  # offline Fashion-MNIST files
+  c.image_size = -1  # -1: the dataset's default
+  c.num_workers = 0  # grain worker processes (0: decode in the main process)
+  c.download = False  # let TFDS download (needs internet)
+
+  c.seed = 0
+  c.batch_size = 128  # global batch
+  c.num_train_steps = -1  # -1: derived from num_epochs
+  c.num_epochs = 50
+  c.learning_rate = 1e-4
+  c.warmup_steps = 500
+  c.final_learning_rate_ratio = 0.01  # cosine decays to this fraction of the peak
+  c.weight_decay = 0.01
+  c.grad_clip_norm = 0.0  # 0: no clipping
+
+  c.model = ml_collections.ConfigDict(dict(
+      hidden=64, latent_channels=32, latent="spatial", pool="mlp", pool_channels=128,
+      dtype="float32"))
+
+  c.objective = ml_collections.ConfigDict(dict(
+      name="self_teaching",
+      views="crop_resize",
+      view_weights="",
+      view_args=ml_collections.ConfigDict({
+          "crop_resize": {"crop_ratio": (0.1, 0.5)},
+      }),
+      plain_weight=0.0,
+      sigreg_weight=0.03,
+      sigreg_slices=256,
+      sigreg_knots=17,
+      sigreg_t_max=3.0,
+      judge="step_frozen",
+      ema_decay=0.999,
+      mask_ratio=0.35,
+      crop_view="crop_resize",
+  ))
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+  c.eval_batch_size = 256
+  c.eval_batches = -1  # -1: the whole test split
+  c.num_grid_images = 8
+  c.progress_bar = True
+  return c
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Returns a copy with derived fields filled in; raises ValueError on bad input.
+
+  Fills `image_size` (dataset default when -1), `image_channels` and
+  `num_train_steps` (from `num_epochs` when -1), then builds the model and the
+  objective once so that unknown names and impossible shapes fail here with a
+  one-line message rather than deep inside XLA.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  info = data.dataset_info(config.dataset)
+  if config.image_size in (-1, None):
+    config.image_size = info.image_size
+  config.image_channels = info.channels
+  if config.batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {config.batch_size}.")
+  if config.num_train_steps in (-1, None):
+    train_size = info.split_size("train")
+    if train_size is None:
+      raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
+    config.num_train_steps = max(1, config.num_epochs * train_size // config.batch_size)
+  for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if config[field] <= 0:
+      raise ValueError(f"{field} must be positive, got {config[field]}.")
+  model = models.create_model(config.model, image_size=config.image_size,
+                              image_channels=config.image_channels)
+  objectives.create_objective(config.objective, model)
+  return config
+
+
+# Ablation-ladder variants shared by the image configs; combine with commas,
+# e.g. `--config=configs/cifar.py:plain,live`.
+def _views(names: str, plain_weight: float = 0.0):
+  def apply(c):
+    c.objective.views = names
+    c.objective.plain_weight = plain_weight
+  return apply
+
+
+def _set(**fields):
+  def apply(c):
+    for k, v in fields.items():
+      c.objective[k] = v
+  return apply
+
+
+VARIANTS = {
+    "crop_resize": _views("crop_resize"),
+    "pixel_mask": _views("pixel_mask"),
+    "patch_mask": _views("patch_mask"),
+    "channel_mask": _views("channel_mask"),
+    "detail_stack": _views("blur,saturation_contrast,sobel,high_pass,local_contrast", 1.0),
+    "plain": _views("", 1.0),  # no transformation: the private-language loophole
+    "step_frozen": _set(judge="step_frozen"),
+    "live": _set(judge="live"),
+    "ema": _set(judge="ema"),
+    "mse": _set(name="mse"),
+    "masked": _set(name="masked_self_teaching"),
+    "masked_mse": _set(name="masked_mse"),
+}
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
+                   extra: dict | None = None) -> ml_collections.ConfigDict:
+  """Applies comma-separated variant names from `arg` (`extra` adds config-specific ones)."""
+  table = dict(VARIANTS, **(extra or {}))
+  for name in [a.strip() for a in (arg or "").split(",") if a.strip()]:
+    if name not in table:
+      raise ValueError(f"Unknown config variant {name!r}; valid variants: {', '.join(sorted(table))}.")
+    table[name](config)
+  return config

@@ -1,0 +1,39 @@
+"""Command line: `python -m leae_jax.main --config=configs/cifar.py[:variant] --workdir=DIR`.
+
+Any config field can be overridden, e.g. `--config.batch_size=64
+--config.num_train_steps=200 --config.objective.judge=live`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from leae_jax import base_config
+from leae_jax import data
+from leae_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for metrics, images and checkpoints.")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/cifar.py or configs/cifar.py:pixel_mask.",
+    lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    config = base_config.resolve(FLAGS.config)
+  except ValueError as err:  # bad names or shapes: one line, no traceback
+    sys.exit(f"error: {err}")
+  try:
+    train.train_and_evaluate(config, FLAGS.workdir)
+  except (data.DatasetUnavailableError, train.NonFiniteLossError) as err:
+    sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+  app.run(main)

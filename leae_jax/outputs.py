@@ -1,0 +1,145 @@
+"""What a run writes to its workdir: metrics.jsonl, TensorBoard events, PNG grids, plots.
+
+Only numpy / PIL / matplotlib / tensorboardX here: nothing in this module
+touches the device, so writing never stalls a jitted step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _to_python(value: Any) -> Any:
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
+
+
+class MetricWriter:
+  """Appends scalars to `metrics.jsonl` and TensorBoard; images to TensorBoard and PNG.
+
+  `enabled=False` (non-zero processes under multi-host) makes every call a
+  no-op, so callers need no `if process_index == 0` of their own.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.workdir = workdir
+    self.enabled = enabled
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      import tensorboardX  # only the writing process needs it
+
+      self._tb = tensorboardX.SummaryWriter(logdir=workdir, flush_secs=30)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """One JSON object per call: `{"step": step, **scalars}`."""
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: _to_python(v) for k, v in scalars.items()}}
+    with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "step" and isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, int(step))
+
+  def write_image(self, step: int, name: str, image: np.ndarray) -> str | None:
+    """Writes an HWC [0, 1] image to TensorBoard and `<name>_<step>.png`; returns the path."""
+    if not self.enabled:
+      return None
+    self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
+    path = os.path.join(self.workdir, f"{name.replace('/', '_')}_{int(step):08d}.png")
+    save_png(path, image)
+    return path
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All records of a workdir's `metrics.jsonl` (for notebooks and plots)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def image_grid(rows: Sequence[np.ndarray], pad: int = 1) -> np.ndarray:
+  """Stacks batches `(N, H, W, C)` as rows of a grid; returns HWC float in [0, 1] (RGB)."""
+  rows = [np.clip(np.asarray(r, np.float32), 0.0, 1.0) for r in rows]
+  n, h, w, _ = rows[0].shape
+  grid = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad, 3), np.float32)
+  for i, row in enumerate(rows):
+    if row.shape[-1] == 1:
+      row = np.repeat(row, 3, axis=-1)
+    for j in range(n):
+      y, x = pad + i * (h + pad), pad + j * (w + pad)
+      grid[y : y + h, x : x + w] = row[j]
+  return grid
+
+
+def save_png(path: str, image: np.ndarray, min_side: int = 256) -> None:
+  """Saves an HWC [0, 1] float image as an 8-bit PNG.
+
+  Small images are enlarged by an integer nearest-neighbour factor until their
+  shorter side reaches `min_side`, so 32-pixel tiles stay legible.
+  """
+  from PIL import Image
+
+  image = np.asarray(image, np.float32)
+  factor = max(1, -(-min_side // min(image.shape[:2])))
+  if factor > 1:
+    image = image.repeat(factor, axis=0).repeat(factor, axis=1)
+  img = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+  if img.shape[-1] == 1:
+    img = img[..., 0]
+  Image.fromarray(img).save(path)
+
+
+def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
+                keys: Sequence[str] | None = None) -> str | None:
+  """Plots scalar series from metrics records, one panel per key; returns the path."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  if keys is None:
+    keys = sorted({k for r in records for k, v in r.items()
+                   if k != "step" and isinstance(v, (int, float)) and
+                   (k.startswith("train/") or k.startswith("eval/")) and "images_per_s" not in k})
+  series = {k: [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))] for k in keys}
+  series = {k: v for k, v in series.items() if v}
+  if not series:
+    return None
+  cols = min(3, len(series))
+  rows = math.ceil(len(series) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+  for ax, (k, pts) in zip(axes.flat, series.items()):
+    steps, values = zip(*pts)
+    ax.plot(steps, values, marker="." if len(pts) < 30 else None)
+    ax.set_title(k, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    positive = all(v > 0 for v in values)
+    if positive and max(values) / max(min(values), 1e-12) > 50:
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(series):]:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,341 @@
+"""Training and evaluation: train state, jitted steps, and the train-and-evaluate loop.
+
+The per-step PRNG key is `fold_in(state.rng, state.step)`: views, masks and
+SIGReg directions depend only on the seed and the step, identically on every
+device and host, and a resumed run draws exactly what an uninterrupted one
+would have.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from leae_jax import base_config
+from leae_jax import data
+from leae_jax import metrics as metrics_lib
+from leae_jax import models
+from leae_jax import objectives
+from leae_jax import outputs
+from leae_jax import views
+
+PyTree = Any
+MASKED_OBJECTIVES = ("masked_self_teaching", "masked_mse")
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (a pytree)."""
+
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  ema_params: PyTree | None  # the EMA judge's encoder params; None unless judge='ema'
+  rng: jax.Array  # raw uint32 key data of the run's base key
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup and cosine decay, optionally clipped by global norm."""
+  steps = int(config.num_train_steps)
+  warmup = min(int(config.warmup_steps), steps // 2)
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+      decay_steps=max(steps, warmup + 1),
+      end_value=config.learning_rate * config.final_learning_rate_ratio)
+  chain = []
+  if config.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  chain.append(optax.adamw(schedule, weight_decay=config.weight_decay))
+  return optax.chain(*chain), schedule
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    model: models.Autoencoder,
+    objective: objectives.Objective,
+    optimizer: optax.GradientTransformation,
+) -> TrainState:
+  """Initial state from `config.seed` (params, statistics, optimizer, EMA judge)."""
+  init_key, run_key = jax.random.split(jax.random.key(config.seed))
+  variables = models.init_variables(model, init_key)
+  params = variables["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables["batch_stats"],
+      opt_state=jax.jit(optimizer.init)(params),
+      ema_params=objectives.init_ema(params) if objective.uses_ema else None,
+      rng=jax.random.key_data(run_key),
+  )
+
+
+def step_key(state: TrainState) -> jax.Array:
+  """The PRNG key of `state.step`."""
+  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+
+def train_step(
+    state: TrainState,
+    images: jax.Array,
+    *,
+    objective: objectives.Objective,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step; returns the new state and scalar metrics (on device)."""
+
+  def loss_fn(params):
+    return objective(params, state.batch_stats, images, step_key(state), state.ema_params)
+
+  (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if objective.uses_ema:
+    ema = objectives.update_ema(ema, params["encoder"], objective.ema_decay)
+  step_metrics = dict(aux["parts"], grad_norm=optax.tree.norm(grads),
+                      learning_rate=schedule(state.step))
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=aux["batch_stats"],
+                            opt_state=opt_state, ema_params=ema)
+  return new_state, step_metrics
+
+
+def eval_step(
+    state: TrainState,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    model: models.Autoencoder,
+    objective: objectives.Objective,
+    mask: views.View | None,
+) -> dict[str, jax.Array]:
+  """Objective parts on a test batch plus per-image reconstruction metrics.
+
+  Reconstructions use the running normalisation statistics (inference mode),
+  so per-image numbers do not depend on the rest of the batch.
+  """
+  _, aux = objective(state.params, state.batch_stats, images, key, state.ema_params)
+  out = {f"parts/{k}": v for k, v in aux["parts"].items()}
+  codes, _ = objectives.encode(model, state.params["encoder"], state.batch_stats, images, train=False)
+  recon = objectives.decode(model, state.params["decoder"], codes)
+  out.update(mse=metrics_lib.per_image_mse(recon, images),
+             psnr=metrics_lib.per_image_psnr(recon, images),
+             images=images, reconstruction=recon)
+  if mask is not None:
+    mask_params = mask.sample(key, images.shape)
+    masked = mask.transform(mask_params, images)
+    codes_m, _ = objectives.encode(model, state.params["encoder"], state.batch_stats, masked, train=False)
+    recon_m = objectives.decode(model, state.params["decoder"], codes_m)
+    out.update(masked_psnr=metrics_lib.per_image_psnr(recon_m, images),
+               hole_psnr=metrics_lib.per_image_psnr(recon_m, images, mask_params["hole"]),
+               masked_input=masked, masked_reconstruction=recon_m)
+  return out
+
+
+class Trainer:
+  """Holds the pieces of a run: model, objective, optimizer, mesh and jitted steps.
+
+  Kept small and explicit so a notebook can build one from a config and call
+  `train_step` / `evaluate` itself.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = models.create_model(config.model, image_size=config.image_size,
+                                     image_channels=config.image_channels)
+    self.objective = objectives.create_objective(config.objective, self.model)
+    self.optimizer, self.schedule = create_optimizer(config)
+    self.mask = (views.get_view("inpaint", mask_ratio=float(config.objective.mask_ratio))
+                 if config.objective.name in MASKED_OBJECTIVES else None)
+    self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    self.data_sharding = NamedSharding(self.mesh, P("data"))
+    self.replicated = NamedSharding(self.mesh, P())
+    for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
+      if size % jax.device_count():
+        raise ValueError(f"{name}={size} is not divisible by the {jax.device_count()} devices; "
+                         f"use a multiple of {jax.device_count()}.")
+      if size % jax.process_count():
+        raise ValueError(f"{name}={size} is not divisible by the {jax.process_count()} processes.")
+    self.train_step = jax.jit(
+        functools.partial(train_step, objective=self.objective, optimizer=self.optimizer,
+                          schedule=self.schedule),
+        donate_argnums=(0,))
+    self.eval_step = jax.jit(functools.partial(eval_step, model=self.model,
+                                               objective=self.objective, mask=self.mask))
+
+  def init_state(self) -> TrainState:
+    state = create_train_state(self.config, self.model, self.objective, self.optimizer)
+    return jax.device_put(state, self.replicated)
+
+  def global_batch(self, local_images: np.ndarray) -> jax.Array:
+    """This process's share of a batch → a global array sharded over `data`."""
+    return jax.make_array_from_process_local_data(self.data_sharding, local_images)
+
+  def train_loader(self):
+    c = self.config
+    return data.create_loader(
+        c.dataset, "train", batch_size=c.batch_size // jax.process_count(),
+        image_size=c.image_size, seed=c.seed, shuffle=True, num_epochs=None,
+        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+
+  def evaluate(self, state: TrainState, *, max_batches: int = -1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics over the test split (or its first `max_batches` batches) and one image batch.
+
+    The last, partial batch is padded to full size; padded images count for
+    nothing, and objective parts (batch-statistics dependent) use full batches.
+    """
+    c = self.config
+    local_bs = c.eval_batch_size // jax.process_count()
+    loader = data.iterate_once(c.dataset, "test", batch_size=local_bs, image_size=c.image_size,
+                               data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+    eval_key = jax.random.key(c.seed + 1)
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    shown = None
+    for i, batch in enumerate(loader):
+      if 0 <= max_batches <= i:
+        break
+      images = batch["image"]
+      n = images.shape[0]
+      if n < local_bs:  # pad with copies of the last image, weight 0
+        images = np.concatenate([images, np.repeat(images[-1:], local_bs - n, 0)])
+      out = self.eval_step(state, self.global_batch(images), jax.random.fold_in(eval_key, i))
+      out = jax.device_get(multihost_utils.process_allgather(out, tiled=True)
+                           if jax.process_count() > 1 else out)
+      # Every process pads its own shard at the end, and all shards have equal
+      # length, so the global weights are the local ones tiled.
+      weights = np.tile(np.arange(local_bs) < n, jax.process_count()).astype(np.float64)
+      for k, v in out.items():
+        if k.startswith("parts/"):
+          if n == local_bs:  # batch-statistics dependent: full batches only
+            sums[k] = sums.get(k, 0.0) + float(v)
+            counts[k] = counts.get(k, 0.0) + 1
+        elif k in ("mse", "psnr", "masked_psnr", "hole_psnr"):
+          sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * weights))
+          counts[k] = counts.get(k, 0.0) + float(weights.sum())
+      if shown is None:
+        shown = {k: np.asarray(v)[: c.num_grid_images] for k, v in out.items()
+                 if k in ("images", "reconstruction", "masked_input", "masked_reconstruction")}
+    if not counts:
+      raise ValueError(f"The {c.dataset} test split produced no evaluation batch.")
+    results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}
+    results["num_images"] = counts.get("psnr", 0.0)
+    return results, shown or {}
+
+
+def _grid_rows(shown: dict[str, np.ndarray]) -> list[np.ndarray]:
+  order = ("images", "reconstruction", "masked_input", "masked_reconstruction")
+  return [shown[k] for k in order if k in shown]
+
+
+def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str, float]:
+  """Means of buffered step metrics; raises NonFiniteLossError naming the first bad step."""
+  host = jax.device_get(buffer)
+  for offset, m in enumerate(host):
+    if not np.isfinite(m["loss"]):
+      parts = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(m.items()))
+      raise NonFiniteLossError(f"Non-finite loss at step {first_step + offset}: {parts}. "
+                               "Stopping; lower the learning rate or enable grad_clip_norm.")
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics."""
+  config = base_config.resolve(config)
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    logging.info("Resolved config:\n%s", config)
+    print(f"Resolved config:\n{config}", flush=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  trainer = Trainer(config)
+  writer = outputs.MetricWriter(workdir, enabled=is_main)
+  state = trainer.init_state()
+  if is_main:
+    n_params = models.count_params(state.params)
+    logging.info("Model: %d parameters; %d devices, %d processes.", n_params, jax.device_count(),
+                 jax.process_count())
+    writer.write_scalars(0, {"num_params": n_params})
+
+  train_iter = iter(trainer.train_loader())
+  num_steps = int(config.num_train_steps)
+  start_step = int(jax.device_get(state.step))
+  progress = _progress_bar(config, num_steps, start_step, enabled=is_main)
+  buffer: list[dict[str, jax.Array]] = []
+  last_time, last_step = time.perf_counter(), start_step
+  eval_results: dict[str, Any] = {}
+
+  def run_eval(step: int) -> dict[str, Any]:
+    results, shown = trainer.evaluate(state, max_batches=config.eval_batches)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+    if shown:
+      writer.write_image(step, "eval/grid", outputs.image_grid(_grid_rows(shown)))
+    if is_main:
+      logging.info("eval @ %d: %s", step, json.dumps({k: round(v, 5) for k, v in results.items()}))
+    return results
+
+  try:
+    for step in range(start_step, num_steps):
+      batch = next(train_iter)
+      state, step_metrics = trainer.train_step(state, trainer.global_batch(batch["image"]))
+      buffer.append(step_metrics)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == num_steps:
+        summary = _summarise(buffer, done - len(buffer))
+        now = time.perf_counter()
+        summary["images_per_s"] = (done - last_step) * config.batch_size / max(now - last_time, 1e-9)
+        last_time, last_step, buffer = now, done, []
+        writer.write_scalars(done, {f"train/{k}": v for k, v in summary.items()})
+        progress(done, summary)
+      if done % config.eval_every_steps == 0 or done == num_steps:
+        eval_results = run_eval(done)
+        last_time = time.perf_counter()  # evaluation time is not training throughput
+  finally:
+    progress(None, None)
+    if is_main:
+      outputs.plot_curves(outputs.read_metrics(workdir), os.path.join(workdir, "loss_curves.png"))
+    writer.close()
+  return dict(eval_results, step=num_steps)
+
+
+def _progress_bar(config: ml_collections.ConfigDict, total: int, initial: int, *, enabled: bool
+                  ) -> Callable[[int | None, dict[str, float] | None], None]:
+  """A tqdm bar updated at log steps; `update(None, None)` closes it."""
+  if not (enabled and config.progress_bar):
+    def log_only(step, summary):
+      if step is not None and enabled:
+        logging.info("step %d: %s", step, {k: round(v, 5) for k, v in summary.items()})
+    return log_only
+  import tqdm
+
+  bar = tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+  keys = ("loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
+
+  def update(step, summary):
+    if step is None:
+      bar.close()
+      return
+    bar.update(step - bar.n)
+    bar.set_postfix({k.replace("latent_agreement", "agree").replace("images_per_s", "img/s"):
+                     f"{summary[k]:.4g}" for k in keys if k in summary})
+  return update
