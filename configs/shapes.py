@@ -18,9 +18,11 @@ def get_config(arg=None):
   c.objective.sigreg_weight = 0.1
   c.learning_rate = 1e-3
   c.batch_size = 128
-  c.num_epochs = 10
+  # 5 epochs (390 steps) keep the default run under 5 minutes on a 2-core CPU;
+  # the published toy ran 10 (`--config.num_epochs=10`, +0.3 dB here).
+  c.num_epochs = 5
   c.warmup_steps = 50
   c.log_every_steps = 25
-  c.eval_every_steps = 250
+  c.eval_every_steps = 130
   c.eval_batch_size = 500
   return base_config.apply_variants(c, arg)

@@ -60,6 +60,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
+  c.checkpoints_to_keep = 3  # newest N, besides the 0/20/.../100 % milestones
+  c.debug_nan_step = -1  # test hook: multiply the loss by NaN at this step
   c.eval_batch_size = 256
   c.eval_batches = -1  # -1: the whole test split
   c.num_grid_images = 8

@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from leae_jax import base_config
+from leae_jax import checkpoints
 from leae_jax import data
 from leae_jax import train
 
@@ -31,7 +32,8 @@ def main(argv):
     sys.exit(f"error: {err}")
   try:
     train.train_and_evaluate(config, FLAGS.workdir)
-  except (data.DatasetUnavailableError, train.NonFiniteLossError) as err:
+  except (data.DatasetUnavailableError, train.NonFiniteLossError,
+          checkpoints.IncompatibleCheckpointError) as err:
     sys.exit(f"error: {err}")
 
 

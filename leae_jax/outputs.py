@@ -77,6 +77,18 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def truncate_metrics(workdir: str, step: int) -> int:
+  """Drops records after `step` (a resumed run re-logs them); returns how many were dropped."""
+  path = os.path.join(workdir, METRICS_FILE)
+  records = read_metrics(workdir)
+  kept = [r for r in records if r.get("step", 0) <= step]
+  if len(kept) != len(records):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(path + ".tmp", path)
+  return len(records) - len(kept)
+
+
 def image_grid(rows: Sequence[np.ndarray], pad: int = 1) -> np.ndarray:
   """Stacks batches `(N, H, W, C)` as rows of a grid; returns HWC float in [0, 1] (RGB)."""
   rows = [np.clip(np.asarray(r, np.float32), 0.0, 1.0) for r in rows]

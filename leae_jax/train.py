@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from absl import logging
 import flax
@@ -25,6 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from leae_jax import base_config
+from leae_jax import checkpoints
 from leae_jax import data
 from leae_jax import metrics as metrics_lib
 from leae_jax import models
@@ -99,11 +102,21 @@ def train_step(
     objective: objectives.Objective,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
+    nan_step: int = -1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step; returns the new state and scalar metrics (on device)."""
+  """One optimisation step; returns the new state and scalar metrics (on device).
+
+  `nan_step` >= 0 multiplies the loss by NaN at that step (a test hook for the
+  non-finite-loss path).
+  """
 
   def loss_fn(params):
-    return objective(params, state.batch_stats, images, step_key(state), state.ema_params)
+    loss, aux = objective(params, state.batch_stats, images, step_key(state), state.ema_params)
+    if nan_step >= 0:
+      poison = jnp.where(state.step == nan_step, jnp.nan, 1.0)
+      loss = loss * poison
+      aux = dict(aux, parts=dict(aux["parts"], loss=aux["parts"]["loss"] * poison))
+    return loss, aux
 
   (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -176,7 +189,7 @@ class Trainer:
         raise ValueError(f"{name}={size} is not divisible by the {jax.process_count()} processes.")
     self.train_step = jax.jit(
         functools.partial(train_step, objective=self.objective, optimizer=self.optimizer,
-                          schedule=self.schedule),
+                          schedule=self.schedule, nan_step=int(config.get("debug_nan_step", -1))),
         donate_argnums=(0,))
     self.eval_step = jax.jit(functools.partial(eval_step, model=self.model,
                                                objective=self.objective, mask=self.mask))
@@ -246,19 +259,51 @@ def _grid_rows(shown: dict[str, np.ndarray]) -> list[np.ndarray]:
   return [shown[k] for k in order if k in shown]
 
 
-def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str, float]:
-  """Means of buffered step metrics; raises NonFiniteLossError naming the first bad step."""
-  host = jax.device_get(buffer)
+def _check_finite(host: list[dict[str, Any]], first_step: int) -> None:
   for offset, m in enumerate(host):
     if not np.isfinite(m["loss"]):
       parts = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(m.items()))
       raise NonFiniteLossError(f"Non-finite loss at step {first_step + offset}: {parts}. "
                                "Stopping; lower the learning rate or enable grad_clip_norm.")
+
+
+def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str, float]:
+  """Means of buffered step metrics; raises NonFiniteLossError naming the first bad step."""
+  host = jax.device_get(buffer)
+  _check_finite(host, first_step)
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
+class _StopRequest:
+  """Turns SIGTERM (preemption notice) into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics."""
+  """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics.
+
+  Resumes automatically from the newest loadable checkpoint in `workdir`.
+  SIGTERM saves a checkpoint at the current step and returns early with
+  `preempted=True`. A non-finite loss raises `NonFiniteLossError` before any
+  checkpoint of the bad state is written.
+  """
   config = base_config.resolve(config)
   is_main = jax.process_index() == 0
   if is_main:
@@ -269,73 +314,116 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   trainer = Trainer(config)
-  writer = outputs.MetricWriter(workdir, enabled=is_main)
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=int(config.checkpoints_to_keep))
   state = trainer.init_state()
-  if is_main:
+  train_iter = iter(trainer.train_loader())
+  restored = ckpt.restore(state, train_iter)
+  writer = outputs.MetricWriter(workdir, enabled=is_main)
+  if restored is not None:
+    state = jax.device_put(restored.state, trainer.replicated)
+    if is_main:
+      dropped = outputs.truncate_metrics(workdir, restored.step)
+      skipped = f" (skipped damaged checkpoints at steps {restored.skipped})" if restored.skipped else ""
+      message = f"Resuming from the checkpoint at step {restored.step}{skipped}."
+      if restored.skipped:
+        logging.warning("%s", message)
+      print(message, flush=True)
+      logging.info("Dropped %d metrics records logged after step %d.", dropped, restored.step)
+  elif is_main:
     n_params = models.count_params(state.params)
     logging.info("Model: %d parameters; %d devices, %d processes.", n_params, jax.device_count(),
                  jax.process_count())
     writer.write_scalars(0, {"num_params": n_params})
 
-  train_iter = iter(trainer.train_loader())
   num_steps = int(config.num_train_steps)
   start_step = int(jax.device_get(state.step))
-  progress = _progress_bar(config, num_steps, start_step, enabled=is_main)
+  progress = Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
   buffer: list[dict[str, jax.Array]] = []
   last_time, last_step = time.perf_counter(), start_step
   eval_results: dict[str, Any] = {}
+  preempted = False
 
   def run_eval(step: int) -> dict[str, Any]:
     results, shown = trainer.evaluate(state, max_batches=config.eval_batches)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if shown:
       writer.write_image(step, "eval/grid", outputs.image_grid(_grid_rows(shown)))
-    if is_main:
-      logging.info("eval @ %d: %s", step, json.dumps({k: round(v, 5) for k, v in results.items()}))
+    progress.write(f"eval @ {step}: " + json.dumps({k: round(v, 5) for k, v in results.items()}))
     return results
 
+  def save(step: int, force: bool = False) -> None:
+    # Never checkpoint a state whose loss went non-finite: check the steps
+    # not yet logged first (one device sync, only at checkpoint steps).
+    _check_finite(jax.device_get([{"loss": m["loss"]} for m in buffer]), step - len(buffer))
+    ckpt.save(step, state, train_iter, force=force)
+
   try:
-    for step in range(start_step, num_steps):
-      batch = next(train_iter)
-      state, step_metrics = trainer.train_step(state, trainer.global_batch(batch["image"]))
-      buffer.append(step_metrics)
-      done = step + 1
-      if done % config.log_every_steps == 0 or done == num_steps:
-        summary = _summarise(buffer, done - len(buffer))
-        now = time.perf_counter()
-        summary["images_per_s"] = (done - last_step) * config.batch_size / max(now - last_time, 1e-9)
-        last_time, last_step, buffer = now, done, []
-        writer.write_scalars(done, {f"train/{k}": v for k, v in summary.items()})
-        progress(done, summary)
-      if done % config.eval_every_steps == 0 or done == num_steps:
-        eval_results = run_eval(done)
-        last_time = time.perf_counter()  # evaluation time is not training throughput
+    with _StopRequest() as stop:
+      if restored is None and ckpt.should_save(start_step):
+        save(start_step)
+      for step in range(start_step, num_steps):
+        batch = next(train_iter)
+        state, step_metrics = trainer.train_step(state, trainer.global_batch(batch["image"]))
+        buffer.append(step_metrics)
+        done = step + 1
+        if done % config.log_every_steps == 0 or done == num_steps:
+          summary = _summarise(buffer, done - len(buffer))
+          now = time.perf_counter()
+          summary["images_per_s"] = (done - last_step) * config.batch_size / max(now - last_time, 1e-9)
+          last_time, last_step, buffer = now, done, []
+          writer.write_scalars(done, {f"train/{k}": v for k, v in summary.items()})
+          progress.update(done, summary)
+        if stop.requested:
+          save(done, force=True)
+          ckpt.wait()
+          progress.write(f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to resume.")
+          preempted = True
+          break
+        if ckpt.should_save(done):
+          save(done)
+        if done % config.eval_every_steps == 0 or done == num_steps:
+          eval_results = run_eval(done)
+          last_time = time.perf_counter()  # evaluation time is not training throughput
   finally:
-    progress(None, None)
+    progress.close()
+    ckpt.close()  # waits for pending (good) saves
     if is_main:
       outputs.plot_curves(outputs.read_metrics(workdir), os.path.join(workdir, "loss_curves.png"))
     writer.close()
-  return dict(eval_results, step=num_steps)
+  return dict(eval_results, step=int(jax.device_get(state.step)), preempted=preempted)
 
 
-def _progress_bar(config: ml_collections.ConfigDict, total: int, initial: int, *, enabled: bool
-                  ) -> Callable[[int | None, dict[str, float] | None], None]:
-  """A tqdm bar updated at log steps; `update(None, None)` closes it."""
-  if not (enabled and config.progress_bar):
-    def log_only(step, summary):
-      if step is not None and enabled:
+class Progress:
+  """Console progress: a tqdm bar updated at log steps, or log lines without one."""
+
+  _KEYS = ("loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
+
+  def __init__(self, total: int, initial: int, *, enabled: bool, bar: bool):
+    self.enabled = enabled
+    self._bar = None
+    if enabled and bar:
+      import tqdm
+
+      self._bar = tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+  def update(self, step: int, summary: dict[str, float]) -> None:
+    if self._bar is None:
+      if self.enabled:
         logging.info("step %d: %s", step, {k: round(v, 5) for k, v in summary.items()})
-    return log_only
-  import tqdm
-
-  bar = tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-  keys = ("loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
-
-  def update(step, summary):
-    if step is None:
-      bar.close()
       return
-    bar.update(step - bar.n)
-    bar.set_postfix({k.replace("latent_agreement", "agree").replace("images_per_s", "img/s"):
-                     f"{summary[k]:.4g}" for k in keys if k in summary})
-  return update
+    self._bar.update(step - self._bar.n)
+    self._bar.set_postfix({k.replace("latent_agreement", "agree").replace("images_per_s", "img/s"):
+                           f"{summary[k]:.4g}" for k in self._KEYS if k in summary})
+
+  def write(self, message: str) -> None:
+    """A line on stdout (above the bar when there is one)."""
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(message)
+    else:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

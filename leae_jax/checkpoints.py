@@ -1,0 +1,193 @@
+"""Checkpoints: the whole run state in `<workdir>/checkpoints`, saved asynchronously.
+
+One checkpoint holds three items:
+
+* `state`: the `TrainState` (params, optimizer state, normalisation
+  statistics, EMA judge params, step, RNG);
+* `data`: the grain iterator's position, so a resumed run sees exactly the
+  batches an uninterrupted one would have;
+* `meta`: the config fields that fix the shapes of the state (model, image
+  size, objective), checked before restoring so that an incompatible config
+  fails in one line instead of deep inside orbax.
+
+Saves happen every `checkpoint_every_steps` and at 0/20/40/60/80/100 % of
+training; the newest `keep` checkpoints and all milestones are kept. orbax
+writes into a temporary directory and renames it when complete, so a kill
+mid-write never leaves a half checkpoint that looks finished; a finished one
+that is later damaged (truncated files) is skipped on restore with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+import grain
+
+CHECKPOINT_DIR = "checkpoints"
+MILESTONE_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The checkpoint was written by a run whose state has a different structure."""
+
+
+def milestone_steps(num_train_steps: int) -> list[int]:
+  """Steps at 0/20/40/60/80/100 % of training."""
+  return sorted({int(round(f * num_train_steps)) for f in MILESTONE_FRACTIONS})
+
+
+def structure_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config fields that determine the checkpointed state's tree and shapes."""
+  m = config.model
+  return {
+      "model": {k: m.get(k) for k in ("hidden", "latent_channels", "latent", "pool", "pool_channels")
+                if m.get("latent") == "pooled" or k not in ("pool", "pool_channels")},
+      "image_size": int(config.image_size),
+      "image_channels": int(config.image_channels),
+      "ema_judge": config.objective.get("judge") == "ema"
+                   and config.objective.name in ("self_teaching", "masked_self_teaching"),
+      "grad_clip": float(config.grad_clip_norm) > 0,  # adds a state to the optax chain
+  }
+
+
+def _describe_mismatch(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+  diffs = []
+  for k in sorted(set(saved) | set(wanted)):
+    a, b = saved.get(k), wanted.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += _describe_mismatch(a, b, f"{prefix}{k}.")
+    elif a != b:
+      diffs.append(f"{prefix}{k}: checkpoint {a!r} vs config {b!r}")
+  return diffs
+
+
+@dataclasses.dataclass
+class Restored:
+  step: int
+  state: Any
+  skipped: list[int]
+
+
+class Checkpointer:
+  """Saves and restores a run's state, data position and structure metadata."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, keep: int = 3,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.fingerprint = structure_fingerprint(config)
+    self.milestones = milestone_steps(int(config.num_train_steps))
+    save_policy = checkpoint_managers.AnySavePolicy([
+        checkpoint_managers.FixedIntervalPolicy(int(config.checkpoint_every_steps)),
+        checkpoint_managers.SpecificStepsPolicy(self.milestones),
+    ])
+    keep_policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(keep),
+        checkpoint_managers.CustomSteps(self.milestones),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=save_policy,
+        preservation_policy=keep_policy,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        handler_registry=_handler_registry())
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    return self.manager.should_save(step)
+
+  def save(self, step: int, state: Any, data_iterator: Iterator | None, *, force: bool = False) -> bool:
+    """Starts saving (asynchronously); returns whether a save was started."""
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(self.fingerprint)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def wait(self) -> None:
+    """Blocks until pending saves are on disk."""
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def check_compatible(self, step: int) -> None:
+    """Raises IncompatibleCheckpointError if `step` was saved with another state structure."""
+    saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    diffs = _describe_mismatch(saved, self.fingerprint)
+    if diffs:
+      raise IncompatibleCheckpointError(
+          f"Checkpoint {self.directory} (step {step}) does not fit this config: {'; '.join(diffs)}. "
+          "Use a new --workdir or the original settings.")
+
+  def restore(self, template: Any, data_iterator: Iterator | None = None, *,
+              step: int | None = None) -> Restored | None:
+    """Restores `step` (default: the newest loadable one) into the shapes of `template`.
+
+    `data_iterator`, if given, is moved to the saved position in place.
+    Damaged checkpoints are skipped (newest first) with a warning naming the
+    step; a structure mismatch raises `IncompatibleCheckpointError`. Returns
+    None when there is nothing to restore.
+    """
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    if step is not None and step not in self.all_steps():
+      raise ValueError(f"No checkpoint for step {step} in {self.directory}; "
+                       f"available: {self.all_steps() or 'none'}.")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    skipped = []
+    for s in steps:
+      try:
+        self.check_compatible(s)
+      except IncompatibleCheckpointError:
+        raise
+      except Exception as err:  # unreadable metadata: a damaged checkpoint
+        if step is not None:
+          raise
+        logging.warning("Skipping damaged checkpoint at step %d: %s", s, _first_line(err))
+        skipped.append(s)
+        continue
+      items = {"state": ocp.args.StandardRestore(abstract)}
+      if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      try:
+        restored = self.manager.restore(s, args=ocp.args.Composite(**items))
+      except Exception as err:  # truncated / corrupted files
+        if step is not None:
+          raise
+        logging.warning("Skipping damaged checkpoint at step %d: %s", s, _first_line(err))
+        skipped.append(s)
+        continue
+      return Restored(step=s, state=restored["state"], skipped=skipped)
+    if skipped:
+      logging.warning("No loadable checkpoint in %s (damaged: %s); starting from scratch.",
+                      self.directory, skipped)
+    return None
+
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  registry.add("state", ocp.args.StandardSave, ocp.StandardCheckpointHandler)
+  registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
+  registry.add("meta", ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+  registry.add("meta", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+  registry.add("data", grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler)
+  registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
+  return registry
+
+
+def _first_line(err: BaseException) -> str:
+  text = str(err).strip().splitlines()
+  return f"{type(err).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,200 @@
+"""Checkpointing and fault tolerance, with real processes and real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from leae_jax import base_config
+from leae_jax import checkpoints
+from leae_jax import evaluate
+from leae_jax import outputs
+from leae_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 120
+# Small enough to be quick, big enough (tens of ms a step) that a signal sent
+# after the first periodic checkpoint lands well before the end of training.
+RUN_FLAGS = ["--config=configs/shapes.py", "--config.model.hidden=16", "--config.model.latent_channels=8",
+             "--config.objective.sigreg_slices=32", "--config.batch_size=32", "--config.eval_batch_size=64",
+             "--config.eval_batches=1", f"--config.num_train_steps={STEPS}", "--config.log_every_steps=5",
+             f"--config.eval_every_steps={STEPS}", "--config.checkpoint_every_steps=10",
+             "--config.warmup_steps=5", "--config.progress_bar=false"]
+
+
+def _command(workdir, *extra):
+  return [sys.executable, "-m", "leae_jax.main", f"--workdir={workdir}", *RUN_FLAGS, *extra]
+
+
+def _env():
+  return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+              JAX_THREEFRY_PARTITIONABLE="0")
+
+
+def run(workdir, *extra, timeout=600):
+  return subprocess.run(_command(workdir, *extra), cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def finished_steps(workdir):
+  d = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def start_and_signal(workdir, sig, *, after_step=10, timeout=300):
+  """Starts a run, waits for a finished checkpoint >= after_step, sends `sig`."""
+  proc = subprocess.Popen(_command(workdir), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + timeout
+  while not [s for s in finished_steps(workdir) if s >= after_step]:
+    assert proc.poll() is None, "training ended before the first periodic checkpoint"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+def restore_final(workdir, config_overrides=()):
+  config = evaluate.load_config(workdir)
+  trainer = train.Trainer(config)
+  return evaluate.restore_state(str(workdir), config, trainer)
+
+
+def last_train_record(workdir):
+  records = [r for r in outputs.read_metrics(str(workdir)) if "train/loss" in r]
+  return {k: v for k, v in records[-1].items() if k != "train/images_per_s"}
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run_bitwise(tmp_path):
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  proc = run(straight)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  code, _, _ = start_and_signal(killed, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  saved = finished_steps(killed)
+  assert saved and max(saved) < STEPS
+  proc = run(killed)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Resuming from the checkpoint at step {max(saved)}" in proc.stdout
+
+  a, b = restore_final(straight), restore_final(killed)
+  assert int(a.step) == int(b.step) == STEPS
+  for x, y in zip(jax.tree_util.tree_leaves(jax.device_get(a)), jax.tree_util.tree_leaves(jax.device_get(b))):
+    np.testing.assert_array_equal(x, y)  # bitwise: params, optimizer, statistics, rng
+  assert last_train_record(straight) == last_train_record(killed)
+  # The resumed run's metrics.jsonl has each logged step exactly once.
+  steps = [r["step"] for r in outputs.read_metrics(str(killed)) if "train/loss" in r]
+  assert steps == list(range(5, STEPS + 1, 5))
+
+
+def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
+  workdir = tmp_path / "run"
+  code, out, err = start_and_signal(workdir, signal.SIGTERM)
+  assert code == 0, err[-3000:]
+  assert "SIGTERM: saved a checkpoint at step" in out
+  step = int(out.split("SIGTERM: saved a checkpoint at step ")[1].split(";")[0])
+  assert step in finished_steps(workdir) and step < STEPS
+  proc = run(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Resuming from the checkpoint at step {step}" in proc.stdout
+  assert int(restore_final(workdir).step) == STEPS
+
+
+def _tiny_config(**overrides):
+  c = base_config.get_base_config()
+  c.dataset = "shapes"
+  c.model.hidden = 8
+  c.model.latent_channels = 4
+  c.objective.sigreg_slices = 16
+  c.batch_size = 8
+  c.eval_batch_size = 16
+  c.eval_batches = 1
+  c.num_train_steps = 10
+  c.log_every_steps = 5
+  c.eval_every_steps = 10
+  c.checkpoint_every_steps = 3
+  c.warmup_steps = 1
+  c.progress_bar = False
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def test_milestones_and_retention(tmp_path):
+  train.train_and_evaluate(_tiny_config(checkpoints_to_keep=2), str(tmp_path))
+  # Milestones 0, 2, 4, 6, 8, 10 (0–100 %) plus the two newest (9, 10).
+  assert finished_steps(tmp_path) == [0, 2, 4, 6, 8, 9, 10]
+
+
+def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+  config = _tiny_config()
+  train.train_and_evaluate(config, str(tmp_path))
+  newest = os.path.join(tmp_path, checkpoints.CHECKPOINT_DIR, "10", "state")
+  damaged = 0
+  for root, _, files in os.walk(newest):
+    for name in files:
+      path = os.path.join(root, name)
+      size = os.path.getsize(path)
+      if size > 16:
+        with open(path, "r+b") as f:
+          f.truncate(size // 3)
+        damaged += 1
+  assert damaged
+  capsys.readouterr()
+  result = train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "Resuming from the checkpoint at step 9 (skipped damaged checkpoints at steps [10])" in out
+  assert result["step"] == 10
+
+
+def test_injected_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  # NaN at step 7; checkpoints every 3 steps; logging every 5 would only see it
+  # at step 10, so it must be caught before the checkpoint at step 9.
+  config = _tiny_config(debug_nan_step=7)
+  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss at step 7: .*loss=nan"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert max(finished_steps(tmp_path)) == 6
+  state = restore_final(tmp_path)
+  assert int(state.step) == 6
+  for leaf in jax.tree_util.tree_leaves(jax.device_get(state.params)):
+    assert np.isfinite(leaf).all()
+
+
+def test_incompatible_model_config_is_a_one_line_error(tmp_path):
+  train.train_and_evaluate(_tiny_config(num_train_steps=3), str(tmp_path))
+  proc = subprocess.run(
+      [sys.executable, "-m", "leae_jax.main", f"--workdir={tmp_path}", "--config=configs/shapes.py",
+       "--config.model.hidden=16", "--config.model.latent_channels=4", "--config.progress_bar=false"],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: Checkpoint") and "model.hidden: checkpoint 8 vs config 16" in last
+  assert "Traceback" not in proc.stderr
+
+
+def test_harmless_config_changes_resume(tmp_path):
+  train.train_and_evaluate(_tiny_config(num_train_steps=6), str(tmp_path))
+  result = train.train_and_evaluate(_tiny_config(num_train_steps=8, log_every_steps=2), str(tmp_path))
+  assert result["step"] == 8
+
+
+def test_evaluate_restores_any_saved_step(tmp_path):
+  train.train_and_evaluate(_tiny_config(), str(tmp_path))
+  for step in (4, 10):
+    results = evaluate.evaluate_workdir(str(tmp_path), step, max_batches=1)
+    assert results["step"] == step and np.isfinite(results["psnr"])
+    assert json.load(open(tmp_path / f"eval_{step}.json"))["step"] == step
+  with pytest.raises(ValueError, match="No checkpoint for step 5"):
+    evaluate.evaluate_workdir(str(tmp_path), 5)
