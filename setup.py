@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "matplotlib>=3.8",
     "pillow>=10",
+    "dm-pix>=0.4",  # SSIM
     # TFDS's download path imports it but does not declare it.
     "importlib_resources>=6",
 ]

@@ -1,8 +1,18 @@
-"""Evaluate a trained run: `python -m leae_jax.evaluate --workdir=DIR [--step=N]`.
+"""Evaluate trained runs: `python -m leae_jax.evaluate --workdir=DIR [--step=N] [--compare=D1,D2,...]`.
 
-Restores the run's config (`config.json`) and a checkpoint (the newest by
-default), evaluates on the whole test split, prints one JSON object and writes
-it to `DIR/eval_<step>.json`.
+For one run (DESIGN.md §5), on the whole test split:
+* reconstruction: pixel MSE, PSNR, SSIM (and for masked runs PSNR of the
+  masked reconstruction, overall and inside the hole);
+* linear probe on frozen, standardised clean codes (labelled datasets);
+* latent health: SIGReg statistic (mean over chunks of 256 codes, so it is
+  comparable across methods), effective rank of the code covariance,
+  per-dimension std (min / median), the eigenvalue spectrum as a PNG;
+* for spatial codes, a PCA picture: each input beside its code's first three
+  principal components rendered as RGB at latent resolution.
+
+Prints one JSON object and writes it to `DIR/eval_<step>.json`. With
+`--compare`, also renders the same test images reconstructed by several runs
+side by side.
 """
 
 from __future__ import annotations
@@ -10,16 +20,26 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from leae_jax import base_config
 from leae_jax import checkpoints
+from leae_jax import data
+from leae_jax import metrics as metrics_lib
+from leae_jax import objectives
+from leae_jax import outputs
+from leae_jax import probe as probe_lib
+from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
+
+SIGREG_CHUNK = 256
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -44,37 +64,213 @@ def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: trai
   return jax.device_put(restored.state, trainer.replicated)
 
 
-def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int = -1) -> dict[str, Any]:
-  """Evaluates a run's checkpoint on the test split; writes and returns the results."""
+def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
+                 max_examples: int = -1) -> tuple[np.ndarray, np.ndarray]:
+  """Eval-mode codes and labels of (the first `max_examples` of) a split, in order."""
+  c = trainer.config
+  bs = c.eval_batch_size // jax.process_count()
+  encode = jax.jit(lambda s, x: objectives.encode(trainer.model, s.params["encoder"], s.batch_stats,
+                                                  x, train=False)[0])
+  codes, labels, seen = [], [], 0
+  for batch in data.iterate_once(c.dataset, split, batch_size=bs, image_size=c.image_size,
+                                 data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir):
+    images, n = batch["image"], batch["image"].shape[0]
+    if n < bs:
+      images = np.concatenate([images, np.zeros((bs - n, *images.shape[1:]), images.dtype)])
+    z = encode(state, trainer.global_batch(images))
+    lab = trainer.global_batch(np.pad(batch["label"], (0, bs - n)))
+    z, lab = jax.device_get(_allgather((z, lab)))
+    keep = np.tile(np.arange(bs) < n, jax.process_count())  # drop every process's padding
+    codes.append(np.asarray(z)[keep])
+    labels.append(np.asarray(lab)[keep])
+    seen += codes[-1].shape[0]
+    if 0 <= max_examples <= seen:
+      break
+  codes, labels = np.concatenate(codes), np.concatenate(labels)
+  return (codes[:max_examples], labels[:max_examples]) if max_examples >= 0 else (codes, labels)
+
+
+def _allgather(tree: Any) -> Any:
+  """Global arrays on every process (identity with one process)."""
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.process_allgather(tree, tiled=True) if jax.process_count() > 1 else tree
+
+
+def latent_health(codes: np.ndarray, *, seed: int = 0) -> tuple[dict[str, float], np.ndarray]:
+  """SIGReg, effective rank and per-dimension std of codes; also the eigenvalues."""
+  flat = jnp.asarray(codes.reshape(len(codes), -1), jnp.float32)
+  eig = metrics_lib.covariance_eigenvalues(flat)
+  std = jnp.std(flat, axis=0)
+  key = jax.random.key(seed)
+  chunks = [codes[i:i + SIGREG_CHUNK] for i in range(0, len(codes) - SIGREG_CHUNK + 1, SIGREG_CHUNK)]
+  chunks = chunks or [codes]
+  sig = float(np.mean([sigreg_lib.sigreg(jnp.asarray(ch), key) for ch in chunks]))
+  return {
+      "latent_sigreg": sig,
+      "latent_effective_rank": float(metrics_lib.effective_rank(eig)),
+      "latent_dim": int(flat.shape[1]),
+      "latent_std_min": float(jnp.min(std)),
+      "latent_std_median": float(jnp.median(std)),
+  }, np.asarray(eig)
+
+
+def pca_picture(images: np.ndarray, codes: np.ndarray, fit_codes: np.ndarray) -> np.ndarray:
+  """Rows: inputs | their spatial codes' top-3 principal components as RGB (latent resolution).
+
+  The PCA basis and the colour scaling come from `fit_codes` (all test codes),
+  so colours mean the same thing in every picture.
+  """
+  c = fit_codes.shape[-1]
+  vectors = fit_codes.reshape(-1, c).astype(np.float64)
+  mean = vectors.mean(0)
+  _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+  basis = vt[:3].T  # (c, 3)
+  fit_proj = (vectors - mean) @ basis
+  lo, hi = np.percentile(fit_proj, 1, axis=0), np.percentile(fit_proj, 99, axis=0)
+  proj = (codes.reshape(-1, c) - mean) @ basis
+  rgb = np.clip((proj - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(*codes.shape[:3], 3)
+  factor = images.shape[1] // codes.shape[1]
+  rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
+  return outputs.image_grid([images, rgb])
+
+
+def plot_spectrum(eigenvalues: np.ndarray, path: str, title: str = "") -> str:
+  """Log-scale eigenvalue spectrum of the code covariance."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  ax.semilogy(np.arange(1, len(eigenvalues) + 1), np.maximum(eigenvalues, 1e-12))
+  ax.set_xlabel("component")
+  ax.set_ylabel("eigenvalue")
+  ax.set_title(title or "code covariance spectrum", fontsize=9)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int = -1,
+                     probe: bool = True, probe_train_examples: int = -1,
+                     figures: bool = True) -> dict[str, Any]:
+  """Evaluates a run's checkpoint; writes `eval_<step>.json` (and figures) and returns the results."""
   config = load_config(workdir)
   trainer = train.Trainer(config)
   state = restore_state(workdir, config, trainer, step)
-  results, _ = trainer.evaluate(state, max_batches=max_batches)
-  results = dict(results, step=int(jax.device_get(state.step)), dataset=config.dataset,
-                 objective=config.objective.name)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_{results['step']}.json"), "w") as f:
+  step = int(jax.device_get(state.step))
+  result = trainer.evaluate(state, max_batches=max_batches, collect_codes=True)
+  results: dict[str, Any] = dict(result.metrics, step=step, dataset=config.dataset,
+                                 objective=config.objective.name,
+                                 judge=config.objective.get("judge") if config.objective.name.endswith(
+                                     "self_teaching") else None)
+  health, eig = latent_health(result.codes, seed=config.seed)
+  results.update(health)
+  info = data.dataset_info(config.dataset)
+  if probe and info.has_labels and info.num_classes:
+    train_codes, train_labels = encode_split(trainer, state, "train", probe_train_examples)
+    p = probe_lib.linear_probe(train_codes, train_labels, result.codes, result.labels, info.num_classes)
+    results.update(probe_accuracy=p["accuracy"], probe_train_accuracy=p["train_accuracy"],
+                   probe_train_examples=int(len(train_codes)))
+  is_main = jax.process_index() == 0
+  if is_main and figures:
+    results["spectrum_png"] = plot_spectrum(eig, os.path.join(workdir, f"spectrum_{step}.png"),
+                                            f"{os.path.basename(os.path.abspath(workdir))} @ {step}")
+    if result.codes.ndim == 4:
+      n = config.num_grid_images
+      path = os.path.join(workdir, f"pca_{step}.png")
+      outputs.save_png(path, pca_picture(result.images["images"][:n], result.codes[:n], result.codes))
+      results["pca_png"] = path
+  if is_main:
+    with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
       json.dump(results, f, indent=2, sort_keys=True)
   return results
 
 
+def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8) -> str:
+  """The same test images reconstructed by each run, one row per run (newest checkpoints).
+
+  Runs of masked objectives add a row of masked reconstructions (same holes
+  for every run). Row labels are drawn beside the grid.
+  """
+  rows, labels, inputs = [], [], None
+  for workdir in workdirs:
+    config = load_config(workdir)
+    config.eval_batch_size = max(num_images, jax.device_count())
+    config.num_grid_images = num_images
+    trainer = train.Trainer(config)
+    state = restore_state(workdir, config, trainer)
+    shown = trainer.evaluate(state, max_batches=1).images
+    name = os.path.basename(os.path.abspath(workdir))
+    if inputs is None:
+      inputs = shown["images"]
+      rows.append(inputs)
+      labels.append("input")
+    elif shown["images"].shape != inputs.shape or not np.allclose(shown["images"], inputs):
+      raise ValueError(f"{workdir} evaluates on different test images than {workdirs[0]}; "
+                       "compare runs of the same dataset and image size.")
+    rows.append(shown["reconstruction"])
+    labels.append(name)
+    if "masked_reconstruction" in shown:
+      rows.append(shown["masked_reconstruction"])
+      labels.append(f"{name} (masked)")
+  _plot_rows(rows, labels, path)
+  return path
+
+
+def _plot_rows(rows: list[np.ndarray], labels: list[str], path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = rows[0].shape[0]
+  fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n + 2.5, 1.25 * len(rows)), squeeze=False)
+  for ax, row, label in zip(axes[:, 0], rows, labels):
+    ax.imshow(outputs.image_grid([row]), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a training run.")
-flags.DEFINE_integer("step", -1, "Checkpoint step to evaluate (-1: the newest).")
-flags.DEFINE_integer("eval_batches", -1, "Evaluate only this many test batches (-1: all).")
+
+
+def define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so importing stays side-effect free)."""
+  flags.DEFINE_string("workdir", None, "Workdir of a training run.")
+  flags.DEFINE_integer("step", -1, "Checkpoint step to evaluate (-1: the newest).")
+  flags.DEFINE_integer("eval_batches", -1, "Evaluate only this many test batches (-1: all).")
+  flags.DEFINE_bool("probe", True, "Fit the linear probe (labelled datasets).")
+  flags.DEFINE_integer("probe_train_examples", -1, "Train codes for the probe (-1: the whole split).")
+  flags.DEFINE_list("compare", [], "Workdirs to reconstruct side by side (newest checkpoints).")
+  flags.DEFINE_string("compare_out", None, "Where to write the comparison grid (default: WORKDIR/compare.png).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.workdir and not FLAGS.compare:
+    raise app.UsageError("Pass --workdir (and/or --compare).")
   try:
-    results = evaluate_workdir(FLAGS.workdir, None if FLAGS.step < 0 else FLAGS.step,
-                               max_batches=FLAGS.eval_batches)
-  except (FileNotFoundError, ValueError) as err:
+    if FLAGS.workdir:
+      results = evaluate_workdir(FLAGS.workdir, None if FLAGS.step < 0 else FLAGS.step,
+                                 max_batches=FLAGS.eval_batches, probe=FLAGS.probe,
+                                 probe_train_examples=FLAGS.probe_train_examples)
+      print(json.dumps(results, sort_keys=True))
+    if FLAGS.compare:
+      out = FLAGS.compare_out or os.path.join(FLAGS.workdir or FLAGS.compare[0], "compare.png")
+      print(json.dumps({"compare_png": compare_workdirs(FLAGS.compare, out)}))
+  except (FileNotFoundError, ValueError, data.DatasetUnavailableError) as err:
     sys.exit(f"error: {err}")
-  print(json.dumps(results, sort_keys=True))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
+  define_flags()
   app.run(main)

@@ -27,3 +27,25 @@ def psnr_from_mse(mse: jax.Array) -> jax.Array:
 def per_image_psnr(a: jax.Array, b: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """`(N,)` PSNR in dB per image (inside `mask` when given)."""
   return psnr_from_mse(per_image_mse(a, b, mask))
+
+
+def per_image_ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`(N,)` SSIM per image (Gaussian window 11, σ 1.5; dm-pix's implementation)."""
+  import dm_pix
+
+  return dm_pix.ssim(a.astype(jnp.float32), b.astype(jnp.float32), max_val=1.0,
+                     filter_size=11, filter_sigma=1.5)
+
+
+def covariance_eigenvalues(codes: jax.Array) -> jax.Array:
+  """Eigenvalues (descending) of the covariance of `(N, D)` codes."""
+  x = codes.astype(jnp.float32) - jnp.mean(codes, axis=0, keepdims=True)
+  cov = x.T @ x / max(x.shape[0] - 1, 1)
+  return jnp.clip(jnp.linalg.eigvalsh(cov)[::-1], 0.0, None)
+
+
+def effective_rank(eigenvalues: jax.Array) -> jax.Array:
+  """`exp(entropy(p))` with `p` the normalised eigenvalues: D for isotropic, 1 for rank one."""
+  p = eigenvalues / jnp.maximum(jnp.sum(eigenvalues), 1e-30)
+  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+  return jnp.exp(entropy)

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import flax
@@ -151,7 +151,8 @@ def eval_step(
   recon = objectives.decode(model, state.params["decoder"], codes)
   out.update(mse=metrics_lib.per_image_mse(recon, images),
              psnr=metrics_lib.per_image_psnr(recon, images),
-             images=images, reconstruction=recon)
+             ssim=metrics_lib.per_image_ssim(recon, images),
+             codes=codes, images=images, reconstruction=recon)
   if mask is not None:
     mask_params = mask.sample(key, images.shape)
     masked = mask.transform(mask_params, images)
@@ -209,11 +210,15 @@ class Trainer:
         image_size=c.image_size, seed=c.seed, shuffle=True, num_epochs=None,
         worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
 
-  def evaluate(self, state: TrainState, *, max_batches: int = -1) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Metrics over the test split (or its first `max_batches` batches) and one image batch.
+  def evaluate(self, state: TrainState, *, max_batches: int = -1,
+               collect_codes: bool = False) -> "EvalResult":
+    """Metrics over the test split (or its first `max_batches` batches).
 
-    The last, partial batch is padded to full size; padded images count for
-    nothing, and objective parts (batch-statistics dependent) use full batches.
+    Per-image metrics (MSE, PSNR, SSIM, hole PSNR) count every test image
+    once: the last, partial batch is padded and the padding weighted 0.
+    Objective parts depend on batch statistics, so they use full batches only.
+    With `collect_codes`, the eval-mode codes and labels of every counted
+    image are returned too (for probes and latent statistics).
     """
     c = self.config
     local_bs = c.eval_batch_size // jax.process_count()
@@ -223,40 +228,62 @@ class Trainer:
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     shown = None
+    codes, labels = [], []
     for i, batch in enumerate(loader):
       if 0 <= max_batches <= i:
         break
-      images = batch["image"]
+      images, batch_labels = batch["image"], batch["label"]
       n = images.shape[0]
       if n < local_bs:  # pad with copies of the last image, weight 0
         images = np.concatenate([images, np.repeat(images[-1:], local_bs - n, 0)])
+        batch_labels = np.concatenate([batch_labels, np.repeat(batch_labels[-1:], local_bs - n, 0)])
       out = self.eval_step(state, self.global_batch(images), jax.random.fold_in(eval_key, i))
+      if not collect_codes:
+        out.pop("codes")
+      out["labels"] = self.global_batch(batch_labels)
       out = jax.device_get(multihost_utils.process_allgather(out, tiled=True)
                            if jax.process_count() > 1 else out)
       # Every process pads its own shard at the end, and all shards have equal
       # length, so the global weights are the local ones tiled.
-      weights = np.tile(np.arange(local_bs) < n, jax.process_count()).astype(np.float64)
+      weights = np.tile(np.arange(local_bs) < n, jax.process_count())
       for k, v in out.items():
         if k.startswith("parts/"):
           if n == local_bs:  # batch-statistics dependent: full batches only
             sums[k] = sums.get(k, 0.0) + float(v)
             counts[k] = counts.get(k, 0.0) + 1
-        elif k in ("mse", "psnr", "masked_psnr", "hole_psnr"):
+        elif k in PER_IMAGE_METRICS:
           sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * weights))
           counts[k] = counts.get(k, 0.0) + float(weights.sum())
+      if collect_codes:
+        codes.append(np.asarray(out["codes"])[weights])
+        labels.append(np.asarray(out["labels"])[weights])
       if shown is None:
-        shown = {k: np.asarray(v)[: c.num_grid_images] for k, v in out.items()
-                 if k in ("images", "reconstruction", "masked_input", "masked_reconstruction")}
+        shown = {k: np.asarray(v)[: c.num_grid_images] for k, v in out.items() if k in GRID_ROWS}
     if not counts:
       raise ValueError(f"The {c.dataset} test split produced no evaluation batch.")
     results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}
     results["num_images"] = counts.get("psnr", 0.0)
-    return results, shown or {}
+    return EvalResult(results, shown or {},
+                      np.concatenate(codes) if codes else None,
+                      np.concatenate(labels) if labels else None)
 
 
-def _grid_rows(shown: dict[str, np.ndarray]) -> list[np.ndarray]:
-  order = ("images", "reconstruction", "masked_input", "masked_reconstruction")
-  return [shown[k] for k in order if k in shown]
+PER_IMAGE_METRICS = ("mse", "psnr", "ssim", "masked_psnr", "hole_psnr")
+GRID_ROWS = ("images", "reconstruction", "masked_input", "masked_reconstruction")
+
+
+class EvalResult(NamedTuple):
+  """What `Trainer.evaluate` returns."""
+
+  metrics: dict[str, float]
+  images: dict[str, np.ndarray]  # the first images of the first batch, by grid row
+  codes: np.ndarray | None  # (num_images, *code_shape) eval-mode codes, if collected
+  labels: np.ndarray | None
+
+
+def grid_rows(shown: dict[str, np.ndarray]) -> list[np.ndarray]:
+  """Image batches in grid order: input | reconstruction | masked input | masked reconstruction."""
+  return [shown[k] for k in GRID_ROWS if k in shown]
 
 
 def _check_finite(host: list[dict[str, Any]], first_step: int) -> None:
@@ -344,10 +371,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   preempted = False
 
   def run_eval(step: int) -> dict[str, Any]:
-    results, shown = trainer.evaluate(state, max_batches=config.eval_batches)
+    results, shown, _, _ = trainer.evaluate(state, max_batches=config.eval_batches)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if shown:
-      writer.write_image(step, "eval/grid", outputs.image_grid(_grid_rows(shown)))
+      writer.write_image(step, "eval/grid", outputs.image_grid(grid_rows(shown)))
     progress.write(f"eval @ {step}: " + json.dumps({k: round(v, 5) for k, v in results.items()}))
     return results
 

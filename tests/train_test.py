@@ -110,7 +110,7 @@ def test_evaluate_counts_every_test_image_once_with_padding():
 
   data_lib.iterate_once = small
   try:
-    results, shown = trainer.evaluate(trainer.init_state())
+    results, shown, _, _ = trainer.evaluate(trainer.init_state())
   finally:
     data_lib.iterate_once = original
   assert results["num_images"] == 40
@@ -123,7 +123,7 @@ def test_masked_runs_report_psnr_inside_the_hole():
   config = _tiny_shapes_config(**{"objective.name": "masked_self_teaching", "model.latent": "pooled",
                                   "model.pool_channels": 8, "eval_batches": 1})
   trainer = train.Trainer(config)
-  results, shown = trainer.evaluate(trainer.init_state())
+  results, shown, _, _ = trainer.evaluate(trainer.init_state())
   assert {"hole_psnr", "masked_psnr", "consistency", "clean_crop", "masked_crop"} <= set(results)
   assert set(shown) == {"images", "reconstruction", "masked_input", "masked_reconstruction"}
 

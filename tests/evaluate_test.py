@@ -1,0 +1,129 @@
+"""Tests for leae_jax.evaluate, leae_jax.probe and the metrics they use."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from leae_jax import base_config
+from leae_jax import evaluate
+from leae_jax import metrics
+from leae_jax import probe
+from leae_jax import train
+
+
+def test_psnr_of_known_pairs():
+  a = jnp.zeros((2, 8, 8, 3))
+  b = jnp.full((2, 8, 8, 3), 0.5)
+  np.testing.assert_allclose(metrics.per_image_psnr(a, b), 10 * np.log10(1 / 0.25), rtol=1e-6)  # 6.02 dB
+  np.testing.assert_allclose(metrics.per_image_psnr(a, a), 100.0)  # identical: capped, finite
+  x = jax.random.uniform(jax.random.key(0), (4, 64, 64, 1), minval=0.3, maxval=0.7)
+  noisy = x + 0.1 * jax.random.normal(jax.random.key(1), x.shape)
+  np.testing.assert_allclose(metrics.per_image_psnr(x, noisy), 20.0, atol=0.15)  # σ 0.1 → 20 dB
+  hole = jnp.zeros((2, 8, 8, 1)).at[:, :4].set(1.0)
+  c = b.at[:, :4].set(0.0)  # error only outside the hole
+  np.testing.assert_allclose(metrics.per_image_psnr(a, c, hole), 100.0)
+
+
+def test_ssim_of_known_pairs():
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  np.testing.assert_allclose(metrics.per_image_ssim(x, x), 1.0, rtol=1e-5)
+  # Two constant images: SSIM = (2·μa·μb + C1) / (μa² + μb² + C1), C1 = 0.01².
+  a, b = jnp.full((1, 16, 16, 1), 0.5), jnp.full((1, 16, 16, 1), 0.25)
+  want = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
+  np.testing.assert_allclose(metrics.per_image_ssim(a, b), want, rtol=1e-5)
+  noisy = jnp.clip(x + 0.2 * jax.random.normal(jax.random.key(2), x.shape), 0, 1)
+  assert float(metrics.per_image_ssim(x, noisy).max()) < 0.9
+
+
+def test_effective_rank_of_identity_and_rank_one_covariances():
+  np.testing.assert_allclose(metrics.effective_rank(jnp.ones(12)), 12.0, rtol=1e-5)
+  np.testing.assert_allclose(metrics.effective_rank(jnp.array([5.0, 0, 0, 0])), 1.0, rtol=1e-6)
+  iso = jax.random.normal(jax.random.key(0), (20000, 8))
+  np.testing.assert_allclose(metrics.effective_rank(metrics.covariance_eigenvalues(iso)), 8.0, rtol=0.01)
+  rank_one = jax.random.normal(jax.random.key(1), (1000, 1)) * jnp.arange(1.0, 9.0)
+  np.testing.assert_allclose(metrics.effective_rank(metrics.covariance_eigenvalues(rank_one)), 1.0,
+                             atol=1e-3)
+
+
+def test_linear_probe_separable_and_random_labels():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(4, 32)) * 2
+  y = rng.integers(0, 4, 3000)
+  x = centres[y] + rng.normal(size=(3000, 32))
+  assert probe.linear_probe(x[:2000], y[:2000], x[2000:], y[2000:], 4)["accuracy"] > 0.95
+  random_y = rng.integers(0, 4, 3000)
+  acc = probe.linear_probe(x[:2000], random_y[:2000], x[2000:], random_y[2000:], 4)["accuracy"]
+  assert abs(acc - 0.25) < 0.06
+
+
+def _short_run(tmp_path, **overrides):
+  c = base_config.get_base_config()
+  c.dataset = "shapes"
+  c.model.hidden = 8
+  c.model.latent_channels = 4
+  c.objective.sigreg_slices = 16
+  c.batch_size = 16
+  c.eval_batch_size = 200
+  c.eval_batches = 1
+  c.num_train_steps = 6
+  c.log_every_steps = 3
+  c.eval_every_steps = 6
+  c.checkpoint_every_steps = 3
+  c.warmup_steps = 1
+  c.progress_bar = False
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  train.train_and_evaluate(c, str(tmp_path))
+  return str(tmp_path)
+
+
+def test_evaluate_a_short_shapes_run_returns_every_field(tmp_path):
+  workdir = _short_run(tmp_path)
+  results = evaluate.evaluate_workdir(workdir, probe_train_examples=400)
+  for field in ("mse", "psnr", "ssim", "loss", "latent_agreement", "sigreg", "num_images",
+                "probe_accuracy", "latent_sigreg", "latent_effective_rank", "latent_std_min",
+                "latent_std_median", "spectrum_png", "pca_png"):
+    assert field in results, field
+  assert results["num_images"] == 2000 and results["probe_train_examples"] == 400
+  assert 0 <= results["probe_accuracy"] <= 1 and 1 <= results["latent_effective_rank"] <= 64
+  assert results["latent_std_min"] <= results["latent_std_median"]
+  assert os.path.exists(results["pca_png"]) and os.path.exists(results["spectrum_png"])
+  assert json.load(open(os.path.join(workdir, "eval_6.json")))["psnr"] == results["psnr"]
+
+
+def test_masked_run_reports_hole_psnr_and_comparison_grid(tmp_path):
+  a = _short_run(tmp_path / "a")
+  b = _short_run(tmp_path / "b", **{"objective.name": "masked_mse"})
+  results = evaluate.evaluate_workdir(b, probe=False, max_batches=1)
+  assert np.isfinite(results["hole_psnr"]) and np.isfinite(results["masked_psnr"])
+  out = evaluate.compare_workdirs([a, b], str(tmp_path / "compare.png"), num_images=4)
+  assert os.path.getsize(out) > 1000
+
+
+def test_pca_picture_puts_codes_beside_inputs():
+  images = np.random.default_rng(0).uniform(size=(3, 16, 16, 1)).astype(np.float32)
+  codes = np.random.default_rng(1).normal(size=(3, 2, 2, 5)).astype(np.float32)
+  grid = evaluate.pca_picture(images, codes, codes)
+  assert grid.shape == (2 * 17 + 1, 3 * 17 + 1, 3)
+  assert 0.0 <= grid.min() and grid.max() <= 1.0
+
+
+def test_latent_health_flags_collapse():
+  rng = np.random.default_rng(0)
+  healthy, _ = evaluate.latent_health(rng.normal(size=(512, 16)).astype(np.float32))
+  collapsed, _ = evaluate.latent_health((rng.normal(size=(512, 1)) * np.ones(16)).astype(np.float32))
+  assert healthy["latent_effective_rank"] > 14 and collapsed["latent_effective_rank"] < 1.1
+  assert collapsed["latent_sigreg"] > 10 * healthy["latent_sigreg"]
+
+
+def test_missing_workdir_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json not found"):
+    evaluate.evaluate_workdir(str(tmp_path))
