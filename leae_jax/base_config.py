@@ -58,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   ))
 
   c.log_every_steps = 100
-  c.eval_every_steps = 1000
+  c.eval_every_steps = 1000  # <= 0: no evaluation during training
   c.checkpoint_every_steps = 1000
   c.checkpoints_to_keep = 3  # newest N, besides the 0/20/.../100 % milestones
   c.debug_nan_step = -1  # test hook: multiply the loss by NaN at this step
@@ -89,7 +89,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if train_size is None:
       raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
     config.num_train_steps = max(1, config.num_epochs * train_size // config.batch_size)
-  for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+  for field in ("log_every_steps", "checkpoint_every_steps"):
     if config[field] <= 0:
       raise ValueError(f"{field} must be positive, got {config[field]}.")
   model = models.create_model(config.model, image_size=config.image_size,
@@ -124,9 +124,10 @@ VARIANTS = {
     "step_frozen": _set(judge="step_frozen"),
     "live": _set(judge="live"),
     "ema": _set(judge="ema"),
-    "mse": _set(name="mse"),
+    # Pixel baselines are plain autoencoders: no SIGReg term.
+    "mse": _set(name="mse", sigreg_weight=0.0),
     "masked": _set(name="masked_self_teaching"),
-    "masked_mse": _set(name="masked_mse"),
+    "masked_mse": _set(name="masked_mse", sigreg_weight=0.0),
 }
 
 

@@ -408,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           break
         if ckpt.should_save(done):
           save(done)
-        if done % config.eval_every_steps == 0 or done == num_steps:
+        if config.eval_every_steps > 0 and (done % config.eval_every_steps == 0 or done == num_steps):
           eval_results = run_eval(done)
           last_time = time.perf_counter()  # evaluation time is not training throughput
   finally:

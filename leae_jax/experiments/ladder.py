@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Command-line flags (defined only when run as a program, so importing stays side-effect free)."""
   flags.DEFINE_string("out", "docs/results", "Output prefix: writes <out>.md and figures under <out>/.")
-  flags.DEFINE_integer("steps", 600, "Training steps per rung.")
+  flags.DEFINE_integer("steps", 400, "Training steps per rung.")
   flags.DEFINE_integer("batch_size", 128, "Global batch size.")
   flags.DEFINE_integer("hidden", 32, "Model width (all rungs).")
   flags.DEFINE_integer("latent_channels", 16, "Code channels (all rungs).")
@@ -83,9 +83,8 @@ def rung_config(rung: Rung, *, steps: int, batch_size: int, hidden: int, latent_
   c.objective.sigreg_slices = sigreg_slices
   c.warmup_steps = max(1, min(c.warmup_steps, steps // 10))
   c.log_every_steps = max(1, min(c.log_every_steps, steps // 20 or 1))
-  c.eval_every_steps = steps  # one in-training eval at the end (the full one follows)
+  c.eval_every_steps = 0  # evaluate_workdir does the full evaluation afterwards
   c.checkpoint_every_steps = steps
-  c.eval_batches = 1
   c.eval_batch_size = eval_batch_size
   c.progress_bar = False
   if idx_dir:
