@@ -11,11 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from leae_jax import base_config
 from leae_jax import checkpoints
 from leae_jax import evaluate
 from leae_jax import outputs
 from leae_jax import train
+
+import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 120
@@ -109,27 +110,7 @@ def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
 
 
 def _tiny_config(**overrides):
-  c = base_config.get_base_config()
-  c.dataset = "shapes"
-  c.model.hidden = 8
-  c.model.latent_channels = 4
-  c.objective.sigreg_slices = 16
-  c.batch_size = 8
-  c.eval_batch_size = 16
-  c.eval_batches = 1
-  c.num_train_steps = 10
-  c.log_every_steps = 5
-  c.eval_every_steps = 0  # evaluation is tested elsewhere; keep these runs lean
-  c.checkpoint_every_steps = 3
-  c.warmup_steps = 1
-  c.progress_bar = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return helpers.tiny_config(**{"checkpoint_every_steps": 3, **overrides})
 
 
 def test_milestones_and_retention(tmp_path):

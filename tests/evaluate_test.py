@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from leae_jax import base_config
 from leae_jax import evaluate
 from leae_jax import metrics
 from leae_jax import probe
 from leae_jax import train
+
+import helpers
 
 
 def test_psnr_of_known_pairs():
@@ -61,27 +62,10 @@ def test_linear_probe_separable_and_random_labels():
 
 
 def _short_run(tmp_path, **overrides):
-  c = base_config.get_base_config()
-  c.dataset = "shapes"
-  c.model.hidden = 8
-  c.model.latent_channels = 4
-  c.objective.sigreg_slices = 16
-  c.batch_size = 16
-  c.eval_batch_size = 200
-  c.eval_batches = 1
-  c.num_train_steps = 6
-  c.log_every_steps = 3
-  c.eval_every_steps = 6
-  c.checkpoint_every_steps = 3
-  c.warmup_steps = 1
-  c.progress_bar = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  train.train_and_evaluate(c, str(tmp_path))
+  config = helpers.tiny_config(**{
+      "batch_size": 16, "eval_batch_size": 200, "num_train_steps": 6, "log_every_steps": 3,
+      "eval_every_steps": 6, "checkpoint_every_steps": 3, **overrides})
+  train.train_and_evaluate(config, str(tmp_path))
   return str(tmp_path)
 
 

@@ -1,6 +1,5 @@
 """The ablation ladder runs end to end with a tiny budget."""
 
-import gzip
 import json
 import os
 
@@ -8,12 +7,7 @@ import numpy as np
 
 from leae_jax.experiments import ladder
 
-
-def _write_idx(directory, prefix, images, labels):
-  with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
-    f.write(np.array([0x803, len(images), 28, 28], ">i4").tobytes() + images.astype(np.uint8).tobytes())
-  with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
-    f.write(np.array([0x801, len(labels)], ">i4").tobytes() + labels.astype(np.uint8).tobytes())
+import helpers
 
 
 def test_ladder_runs_end_to_end_and_writes_the_report(tmp_path):
@@ -21,7 +15,7 @@ def test_ladder_runs_end_to_end_and_writes_the_report(tmp_path):
   idx.mkdir(), empty.mkdir()
   rng = np.random.default_rng(0)
   for prefix, n in (("train", 64), ("t10k", 32)):
-    _write_idx(idx, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
+    helpers.write_idx(idx, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
   out = str(tmp_path / "results")
   rungs = ["mse", "crop_step_frozen", "masked_self_teaching", "masked_mse"]
   rows = ladder.run_ladder(out, rungs=rungs, steps=2, batch_size=8, hidden=4, latent_channels=4,

@@ -1,6 +1,5 @@
 """End-to-end tests of the command line (`python -m leae_jax.main`) in real processes."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -8,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
@@ -61,19 +62,12 @@ def test_bad_input_gives_a_one_line_error(override, message, tmp_path):
   assert "Traceback" not in proc.stderr
 
 
-def _write_idx(directory, prefix, images, labels):
-  with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
-    f.write(np.array([0x803, len(images), 28, 28], ">i4").tobytes() + images.astype(np.uint8).tobytes())
-  with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
-    f.write(np.array([0x801, len(labels)], ">i4").tobytes() + labels.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_runs_offline_from_idx_files(tmp_path):
   idx_dir, empty = tmp_path / "idx", tmp_path / "tfds"
   idx_dir.mkdir(), empty.mkdir()
   rng = np.random.default_rng(0)
   for prefix, n in (("train", 40), ("t10k", 20)):
-    _write_idx(idx_dir, prefix, rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))
+    helpers.write_idx(idx_dir, prefix, rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))
   workdir = tmp_path / "run"
   proc = run_main("--config=configs/fashion_mnist.py", f"--workdir={workdir}", *TINY,
                   f"--config.idx_dir={idx_dir}", f"--config.data_dir={empty}",

@@ -13,30 +13,13 @@ from leae_jax import base_config
 from leae_jax import outputs
 from leae_jax import train
 
+import helpers
+
 
 def _tiny_shapes_config(**overrides):
-  c = base_config.get_base_config()
-  c.dataset = "shapes"
-  c.model.hidden = 8
-  c.model.latent_channels = 4
-  c.objective.views = "pixel_mask"
-  c.objective.sigreg_slices = 16
-  c.batch_size = 8
-  c.eval_batch_size = 16
-  c.eval_batches = 2
-  c.num_train_steps = 4
-  c.learning_rate = 1e-3
-  c.warmup_steps = 1
-  c.log_every_steps = 2
-  c.eval_every_steps = 4
-  c.progress_bar = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return base_config.resolve(c)
+  return base_config.resolve(helpers.tiny_config(**{
+      "objective.views": "pixel_mask", "eval_batches": 2, "num_train_steps": 4, "log_every_steps": 2,
+      "eval_every_steps": 4, **overrides}))
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
