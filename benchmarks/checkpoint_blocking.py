@@ -57,7 +57,7 @@ def main(argv):
         total.append(t2 - t0)
     ckpt.close()
   print(json.dumps({
-      "config": FLAGS["config"].value, "params": models.count_params(state.params),
+      "config": config_flags.get_config_filename(FLAGS["config"]), "params": models.count_params(state.params),
       "state_bytes": int(sum(x.nbytes for x in jax.tree_util.tree_leaves(state))),
       "save_blocking_ms_median": round(1e3 * float(np.median(blocking)), 1),
       "save_blocking_ms_max": round(1e3 * float(np.max(blocking)), 1),
