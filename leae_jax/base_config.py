@@ -8,11 +8,13 @@ checked before any compilation, so bad input fails in one line.
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 
 from leae_jax import data
 from leae_jax import models
 from leae_jax import objectives
+from leae_jax import sharding
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -57,6 +59,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       crop_view="crop_resize",
   ))
 
+  # Device mesh (sharding.py): the batch is split over data x fsdp devices;
+  # params and optimizer state are split over fsdp (tensors >= fsdp_min_size).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
+
   c.log_every_steps = 100
   c.eval_every_steps = 1000  # <= 0: no evaluation during training
   c.checkpoint_every_steps = 1000
@@ -95,6 +101,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   model = models.create_model(config.model, image_size=config.image_size,
                               image_channels=config.image_channels)
   objectives.create_objective(config.objective, model)
+  # The mesh spans every device of every process (after jax.distributed.initialize).
+  mesh_shape = sharding.mesh_shape(config.get("mesh"), jax.device_count())
+  for field in ("batch_size", "eval_batch_size"):
+    sharding.check_batch_size(field, config[field], mesh_shape, jax.process_count())
   return config
 
 

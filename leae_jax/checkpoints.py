@@ -1,14 +1,18 @@
 """Checkpoints: the whole run state in `<workdir>/checkpoints`, saved asynchronously.
 
-One checkpoint holds three items:
+One checkpoint holds two items:
 
 * `state`: the `TrainState` (params, optimizer state, normalisation
-  statistics, EMA judge params, step, RNG);
-* `data`: the grain iterator's position, so a resumed run sees exactly the
-  batches an uninterrupted one would have;
+  statistics, EMA judge params, step, RNG), saved and restored collectively
+  by every process, each writing/reading its own shards;
 * `meta`: the config fields that fix the shapes of the state (model, image
   size, objective), checked before restoring so that an incompatible config
   fails in one line instead of deep inside orbax.
+
+The data position is not an item: the training loader's record order is a
+function of the seed alone and its position after `s` steps is record `s ·
+batch_size` (`data.GlobalOrderSampler`), so a resumed run sees exactly the
+batches an uninterrupted one would have — on any number of hosts or workers.
 
 Saves happen every `checkpoint_every_steps` and at 0/20/40/60/80/100 % of
 training; the newest `keep` checkpoints and all milestones are kept. orbax
@@ -21,15 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
-
-import grain
 
 CHECKPOINT_DIR = "checkpoints"
 MILESTONE_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -109,11 +111,9 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return self.manager.should_save(step)
 
-  def save(self, step: int, state: Any, data_iterator: Iterator | None, *, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
     """Starts saving (asynchronously); returns whether a save was started."""
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(self.fingerprint)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def wait(self) -> None:
@@ -133,12 +133,11 @@ class Checkpointer:
           f"Checkpoint {self.directory} (step {step}) does not fit this config: {'; '.join(diffs)}. "
           "Use a new --workdir or the original settings.")
 
-  def restore(self, template: Any, data_iterator: Iterator | None = None, *,
-              step: int | None = None) -> Restored | None:
+  def restore(self, template: Any, *, step: int | None = None) -> Restored | None:
     """Restores `step` (default: the newest loadable one) into the shapes of `template`.
 
-    `data_iterator`, if given, is moved to the saved position in place.
-    Damaged checkpoints are skipped (newest first) with a warning naming the
+    The restored arrays take `template`'s shardings, whatever the mesh that
+    saved them. Damaged checkpoints are skipped (newest first) with a warning naming the
     step; a structure mismatch raises `IncompatibleCheckpointError`. Returns
     None when there is nothing to restore.
     """
@@ -160,8 +159,6 @@ class Checkpointer:
         skipped.append(s)
         continue
       items = {"state": ocp.args.StandardRestore(abstract)}
-      if data_iterator is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
       try:
         restored = self.manager.restore(s, args=ocp.args.Composite(**items))
       except Exception as err:  # truncated / corrupted files
@@ -183,8 +180,6 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
   registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
   registry.add("meta", ocp.args.JsonSave, ocp.JsonCheckpointHandler)
   registry.add("meta", ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
-  registry.add("data", grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler)
-  registry.add("data", grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler)
   return registry
 
 

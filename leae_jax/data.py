@@ -640,6 +640,54 @@ def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.sh
   )
 
 
+class GlobalOrderSampler:
+  """A grain sampler whose global batches do not depend on the number of shards.
+
+  `inner` defines the run's record order (position `g` → record). The global
+  batch `b` is positions `[start + b·G, start + (b+1)·G)` with `G =
+  batch_size · shard_count`. grain's DataLoader gives shard `p` the positions
+  `m = p + shard_count · j` of this sampler; they are mapped to global
+  position `start + (j // batch_size)·G + p·batch_size + j % batch_size`, i.e.
+  shard `p`'s `batch_size` consecutive rows of each global batch.
+
+  With `pad`, a final partial global batch is completed with repeats of the
+  last record (evaluation; the caller masks them, see `iterate_once`).
+  """
+
+  def __init__(self, inner: Any, *, batch_size: int, shard_count: int, start_index: int = 0,
+               pad: bool = False):
+    if start_index < 0:
+      raise ValueError(f"start_index must be >= 0, got {start_index}.")
+    self._inner = inner
+    self._batch_size = int(batch_size)
+    self._shard_count = int(shard_count)
+    self._start = int(start_index)
+    self._pad = pad
+
+  def global_position(self, index: int) -> int:
+    shard, j = index % self._shard_count, index // self._shard_count
+    global_batch = self._batch_size * self._shard_count
+    return (self._start + (j // self._batch_size) * global_batch + shard * self._batch_size
+            + j % self._batch_size)
+
+  def __len__(self) -> int:
+    global_batch = self._batch_size * self._shard_count
+    available = max(0, len(self._inner) - self._start)
+    if self._pad:
+      return -(-available // global_batch) * global_batch
+    return available // global_batch * global_batch
+
+  def __getitem__(self, index: int) -> Any:
+    if index < 0 or index >= len(self):
+      raise IndexError(f"Index {index} out of range for {len(self)} positions.")
+    meta = self._inner[min(self.global_position(index), len(self._inner) - 1)]
+    return grain.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
+
+  def __repr__(self) -> str:
+    return (f"GlobalOrderSampler(inner={self._inner!r}, batch_size={self._batch_size}, "
+            f"shard_count={self._shard_count}, start_index={self._start}, pad={self._pad})")
+
+
 def _ensure_absl_flags_parsed() -> None:
   """Lets grain worker processes start outside `absl.app.run` (tests, notebooks).
 
@@ -676,6 +724,9 @@ def create_loader(
     num_records: int | None = None,
     fit: str = "auto",
     shapes_seed: int = 0,
+    global_order: bool = True,
+    start_index: int = 0,
+    pad: bool = False,
 ) -> grain.DataLoader:
   """A checkpointable grain DataLoader yielding batches of one process's shard.
 
@@ -683,10 +734,17 @@ def create_loader(
   `set_state()` (bytes), which orbax can checkpoint. Batches are dicts:
   `image (batch_size, S, S, C) float32 in [0, 1]`, `label (batch_size,) int32`.
 
-  The data are split into `shard_count` contiguous equal shards (remainder
-  dropped); this process reads shard `shard_index`, shuffled with `seed` and
-  reshuffled every epoch. With `num_epochs=None` it repeats forever and batches
-  may straddle epochs.
+  With `global_order` (the default, used for training) one record order is
+  defined for the whole run — shuffled with `seed`, reshuffled every epoch —
+  and cut into global batches of `batch_size · shard_count` records; shard
+  `shard_index` reads rows `[shard_index · batch_size, (shard_index + 1) ·
+  batch_size)` of every global batch (`GlobalOrderSampler`). The global batch
+  is therefore the same whatever the number of processes, and the position
+  after `s` steps is simply record `s · global batch` (`start_index`), so a
+  run can resume on a different number of hosts. Without `global_order` the
+  records are split into `shard_count` contiguous equal shards (remainder
+  dropped), each read in order (evaluation). With `num_epochs=None` the loader
+  repeats forever and batches may straddle epochs.
 
   Args:
     name: Registered dataset name.
@@ -709,6 +767,10 @@ def create_loader(
     num_records: See `get_source`.
     fit: See `preprocess_ops`.
     shapes_seed: shapes generator seed (see `get_source`).
+    global_order: Process-count independent global batches (see above).
+    start_index: With `global_order`, the global record position to start at.
+    pad: With `global_order`, complete a final partial global batch with
+      repeats of the last record (see `iterate_once`).
 
   Returns:
     A `grain.DataLoader`.
@@ -722,15 +784,27 @@ def create_loader(
       idx_dir=idx_dir, num_records=num_records, shapes_seed=shapes_seed,
   )
   shard_options = _shard_options(shard_index, shard_count)
-  # The sampler and the loader both get the shard options: the sampler restricts
-  # record keys to this shard, the loader picks this shard's sampler positions.
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shard_options=shard_options,
-      shuffle=shuffle,
-      num_epochs=num_epochs,
-      seed=seed,
-  )
+  if global_order:
+    # The loader reads sampler positions shard_index, shard_index + shard_count, ...;
+    # GlobalOrderSampler maps them onto this shard's rows of each global batch.
+    sampler = GlobalOrderSampler(
+        grain.samplers.IndexSampler(
+            num_records=len(source), shard_options=grain.sharding.NoSharding(),
+            shuffle=shuffle, num_epochs=num_epochs, seed=seed),
+        batch_size=batch_size, shard_count=shard_options.shard_count, start_index=start_index,
+        pad=pad)
+  else:
+    if start_index or pad:
+      raise ValueError("start_index and pad need global_order=True.")
+    # The sampler restricts record keys to this shard, the loader picks this
+    # shard's sampler positions.
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=shard_options,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
   read_kwargs = {}
   if num_threads is not None:
     read_kwargs["num_threads"] = num_threads
@@ -755,18 +829,33 @@ def iterate_once(
     *,
     batch_size: int,
     image_size: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
     **kwargs: Any,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One ordered pass over (this process's shard of) a split, keeping the last partial batch.
+  """One ordered pass over a split in global batches; yields this shard's rows of each.
 
-  For evaluation. Keyword arguments are passed on to `create_loader` (e.g.
-  `data_dir`, `shard_index`, `worker_count`).
+  For evaluation. Global batch `b` holds records `[b·G, (b+1)·G)` of the split
+  (`G = batch_size · shard_count`), whatever the number of shards; shard `p`
+  gets rows `[p·batch_size, (p+1)·batch_size)`. Every batch is full: the last
+  global batch is completed with repeats of the last record, and each batch
+  has a boolean `valid` field (False on those repeats), so every record is
+  counted exactly once. Keyword arguments are passed on to `create_loader`
+  (e.g. `data_dir`, `worker_count`, `num_records`).
   """
+  options = _shard_options(shard_index, shard_count)
+  source_keys = ("data_dir", "download", "idx_dir", "num_records", "shapes_seed")
+  num_records = len(get_source(name, split, image_size=image_size,
+                               **{k: v for k, v in kwargs.items() if k in source_keys}))
   loader = create_loader(
       name, split, batch_size=batch_size, image_size=image_size, seed=0, shuffle=False,
-      num_epochs=1, drop_remainder=False, **kwargs,
+      num_epochs=1, shard_index=options.shard_index, shard_count=options.shard_count, pad=True,
+      **kwargs,
   )
-  return iter(loader)
+  global_batch = batch_size * options.shard_count
+  rows = options.shard_index * batch_size + np.arange(batch_size)
+  for b, batch in enumerate(loader):
+    yield dict(batch, valid=b * global_batch + rows < num_records)
 
 
 def num_examples(name: str, split: str, **source_kwargs: Any) -> int:

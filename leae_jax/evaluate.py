@@ -61,7 +61,7 @@ def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: trai
     ckpt.close()
   if restored is None:
     raise FileNotFoundError(f"No checkpoint to evaluate in {ckpt.directory}.")
-  return jax.device_put(restored.state, trainer.replicated)
+  return restored.state  # already in the trainer's state shardings
 
 
 def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
@@ -74,13 +74,10 @@ def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
   codes, labels, seen = [], [], 0
   for batch in data.iterate_once(c.dataset, split, batch_size=bs, image_size=c.image_size,
                                  data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir):
-    images, n = batch["image"], batch["image"].shape[0]
-    if n < bs:
-      images = np.concatenate([images, np.zeros((bs - n, *images.shape[1:]), images.dtype)])
-    z = encode(state, trainer.global_batch(images))
-    lab = trainer.global_batch(np.pad(batch["label"], (0, bs - n)))
-    z, lab = jax.device_get(_allgather((z, lab)))
-    keep = np.tile(np.arange(bs) < n, jax.process_count())  # drop every process's padding
+    z = encode(state, trainer.global_batch(batch["image"]))
+    z, lab, keep = jax.device_get(_allgather(
+        (z, trainer.global_batch(batch["label"]), trainer.global_batch(batch["valid"]))))
+    keep = np.asarray(keep, bool)  # drop the padding of the last global batch
     codes.append(np.asarray(z)[keep])
     labels.append(np.asarray(lab)[keep])
     seen += codes[-1].shape[0]

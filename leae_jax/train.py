@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from leae_jax import base_config
 from leae_jax import checkpoints
@@ -33,6 +32,7 @@ from leae_jax import metrics as metrics_lib
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
+from leae_jax import sharding
 from leae_jax import views
 
 PyTree = Any
@@ -168,10 +168,14 @@ class Trainer:
   """Holds the pieces of a run: model, objective, optimizer, mesh and jitted steps.
 
   Kept small and explicit so a notebook can build one from a config and call
-  `train_step` / `evaluate` itself.
+  `train_step` / `evaluate` itself. The steps are `jax.jit` with explicit
+  shardings over the `('data', 'fsdp')` mesh of `config.mesh` (see
+  `sharding.py`); `devices` restricts the mesh to some devices (default: all,
+  across all processes).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               devices: list[jax.Device] | None = None):
     self.config = config
     self.model = models.create_model(config.model, image_size=config.image_size,
                                      image_channels=config.image_channels)
@@ -179,43 +183,51 @@ class Trainer:
     self.optimizer, self.schedule = create_optimizer(config)
     self.mask = (views.get_view("inpaint", mask_ratio=float(config.objective.mask_ratio))
                  if config.objective.name in MASKED_OBJECTIVES else None)
-    self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    self.data_sharding = NamedSharding(self.mesh, P("data"))
-    self.replicated = NamedSharding(self.mesh, P())
-    for name, size in (("batch_size", config.batch_size), ("eval_batch_size", config.eval_batch_size)):
-      if size % jax.device_count():
-        raise ValueError(f"{name}={size} is not divisible by the {jax.device_count()} devices; "
-                         f"use a multiple of {jax.device_count()}.")
-      if size % jax.process_count():
-        raise ValueError(f"{name}={size} is not divisible by the {jax.process_count()} processes.")
+    mesh_config = config.get("mesh")
+    self.mesh = sharding.create_mesh(mesh_config, devices)
+    self.data_sharding = sharding.batch_sharding(self.mesh)
+    self.replicated = sharding.replicated(self.mesh)
+    for name in ("batch_size", "eval_batch_size"):
+      sharding.check_batch(name, int(config[name]), self.mesh)
+    create = functools.partial(create_train_state, config, self.model, self.objective,
+                               self.optimizer)
+    min_size = int(mesh_config.get("fsdp_min_size", 2**14)) if mesh_config else 2**14
+    self.state_sharding = sharding.state_sharding(jax.eval_shape(create), self.mesh, min_size)
+    self._init_state = jax.jit(create, out_shardings=self.state_sharding)
     self.train_step = jax.jit(
         functools.partial(train_step, objective=self.objective, optimizer=self.optimizer,
                           schedule=self.schedule, nan_step=int(config.get("debug_nan_step", -1))),
+        in_shardings=(self.state_sharding, self.data_sharding),
+        out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=(0,))
-    self.eval_step = jax.jit(functools.partial(eval_step, model=self.model,
-                                               objective=self.objective, mask=self.mask))
+    self.eval_step = jax.jit(
+        functools.partial(eval_step, model=self.model, objective=self.objective, mask=self.mask),
+        in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
   def init_state(self) -> TrainState:
-    state = create_train_state(self.config, self.model, self.objective, self.optimizer)
-    return jax.device_put(state, self.replicated)
+    """The initial state, created directly in its shardings (no host copy)."""
+    return self._init_state()
 
   def global_batch(self, local_images: np.ndarray) -> jax.Array:
-    """This process's share of a batch → a global array sharded over `data`."""
+    """This process's share of a batch → a global array split over the mesh."""
     return jax.make_array_from_process_local_data(self.data_sharding, local_images)
 
-  def train_loader(self):
+  def train_loader(self, start_step: int = 0):
+    """This process's rows of every global batch, from the batch of `start_step` on."""
     c = self.config
     return data.create_loader(
         c.dataset, "train", batch_size=c.batch_size // jax.process_count(),
         image_size=c.image_size, seed=c.seed, shuffle=True, num_epochs=None,
-        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir,
+        start_index=start_step * c.batch_size)
 
   def evaluate(self, state: TrainState, *, max_batches: int = -1,
                collect_codes: bool = False) -> "EvalResult":
     """Metrics over the test split (or its first `max_batches` batches).
 
     Per-image metrics (MSE, PSNR, SSIM, hole PSNR) count every test image
-    once: the last, partial batch is padded and the padding weighted 0.
+    once: the last global batch is padded and the padding weighted 0. The
+    global batches do not depend on the number of processes.
     Objective parts depend on batch statistics, so they use full batches only.
     With `collect_codes`, the eval-mode codes and labels of every counted
     image are returned too (for probes and latent statistics).
@@ -232,23 +244,18 @@ class Trainer:
     for i, batch in enumerate(loader):
       if 0 <= max_batches <= i:
         break
-      images, batch_labels = batch["image"], batch["label"]
-      n = images.shape[0]
-      if n < local_bs:  # pad with copies of the last image, weight 0
-        images = np.concatenate([images, np.repeat(images[-1:], local_bs - n, 0)])
-        batch_labels = np.concatenate([batch_labels, np.repeat(batch_labels[-1:], local_bs - n, 0)])
-      out = self.eval_step(state, self.global_batch(images), jax.random.fold_in(eval_key, i))
+      out = self.eval_step(state, self.global_batch(batch["image"]), jax.random.fold_in(eval_key, i))
       if not collect_codes:
         out.pop("codes")
-      out["labels"] = self.global_batch(batch_labels)
+      out["labels"] = self.global_batch(batch["label"])
+      out["valid"] = self.global_batch(batch["valid"])
       out = jax.device_get(multihost_utils.process_allgather(out, tiled=True)
                            if jax.process_count() > 1 else out)
-      # Every process pads its own shard at the end, and all shards have equal
-      # length, so the global weights are the local ones tiled.
-      weights = np.tile(np.arange(local_bs) < n, jax.process_count())
+      # The last global batch is completed with repeats of the last image: weight 0.
+      weights = np.asarray(out["valid"], bool)
       for k, v in out.items():
         if k.startswith("parts/"):
-          if n == local_bs:  # batch-statistics dependent: full batches only
+          if weights.all():  # batch-statistics dependent: full batches only
             sums[k] = sums.get(k, 0.0) + float(v)
             counts[k] = counts.get(k, 0.0) + 1
         elif k in PER_IMAGE_METRICS:
@@ -302,20 +309,35 @@ def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str,
 
 
 class _StopRequest:
-  """Turns SIGTERM (preemption notice) into a flag the loop checks between steps."""
+  """Turns SIGTERM (preemption notice) into a stop between steps.
+
+  One process: a SIGTERM handler sets a flag. Several processes: all must stop
+  at the same step to save one checkpoint together, so the decision comes
+  from JAX's preemption sync point (the distributed runtime's own SIGTERM
+  notifier, agreed between processes), and no handler is installed here.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._multihost = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._multihost and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if self._multihost:
+      try:
+        self.requested = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # the runtime was started without a preemption notifier
+        self._multihost = False
+    return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -341,13 +363,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   trainer = Trainer(config)
+  logging.info("Process %d of %d loads %d images of every global batch of %d; mesh %s.",
+               jax.process_index(), jax.process_count(), config.batch_size // jax.process_count(),
+               config.batch_size, dict(trainer.mesh.shape))
   ckpt = checkpoints.Checkpointer(workdir, config, keep=int(config.checkpoints_to_keep))
   state = trainer.init_state()
-  train_iter = iter(trainer.train_loader())
-  restored = ckpt.restore(state, train_iter)
+  restored = ckpt.restore(state)
   writer = outputs.MetricWriter(workdir, enabled=is_main)
   if restored is not None:
-    state = jax.device_put(restored.state, trainer.replicated)
+    state = restored.state  # already in trainer.state_sharding (the template's)
     if is_main:
       dropped = outputs.truncate_metrics(workdir, restored.step)
       skipped = f" (skipped damaged checkpoints at steps {restored.skipped})" if restored.skipped else ""
@@ -364,6 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   num_steps = int(config.num_train_steps)
   start_step = int(jax.device_get(state.step))
+  train_iter = iter(trainer.train_loader(start_step))
   progress = Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
   buffer: list[dict[str, jax.Array]] = []
   last_time, last_step = time.perf_counter(), start_step
@@ -382,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Never checkpoint a state whose loss went non-finite: check the steps
     # not yet logged first (one device sync, only at checkpoint steps).
     _check_finite(jax.device_get([{"loss": m["loss"]} for m in buffer]), step - len(buffer))
-    ckpt.save(step, state, train_iter, force=force)
+    ckpt.save(step, state, force=force)
 
   try:
     with _StopRequest() as stop:
@@ -400,7 +425,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           last_time, last_step, buffer = now, done, []
           writer.write_scalars(done, {f"train/{k}": v for k, v in summary.items()})
           progress.update(done, summary)
-        if stop.requested:
+        if stop.should_stop(done):
           save(done, force=True)
           ckpt.wait()
           progress.write(f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to resume.")

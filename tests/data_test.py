@@ -157,13 +157,13 @@ def _record_ids(source, num_records):
   return ids
 
 
-def test_shards_are_disjoint_and_cover_the_data():
+def test_contiguous_shards_are_disjoint_and_cover_the_data():
   ids = _record_ids(data.get_source("shapes", "train", num_records=24), 24)
   seen = []
   for shard_index in range(2):
     loader = _shapes_loader(
         num_records=24, shard_index=shard_index, shard_count=2, num_epochs=1, batch_size=5,
-        drop_remainder=False,
+        drop_remainder=False, global_order=False,
     )
     seen.append([ids[img.tobytes()] for batch in loader for img in batch["image"]])
   assert len(seen[0]) == len(seen[1]) == 12
@@ -172,7 +172,8 @@ def test_shards_are_disjoint_and_cover_the_data():
   # An uneven split drops the remainder so that both shards have equal length.
   lengths = [
       sum(len(b["label"]) for b in _shapes_loader(
-          num_records=25, shard_index=i, shard_count=2, num_epochs=1, drop_remainder=False))
+          num_records=25, shard_index=i, shard_count=2, num_epochs=1, drop_remainder=False,
+          global_order=False))
       for i in range(2)
   ]
   assert lengths == [12, 12]
@@ -185,6 +186,35 @@ def test_multiple_epochs_reshuffle_and_repeat():
   assert len(epochs) == 2
   assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(16))
   assert epochs[0] != epochs[1]
+
+
+def test_global_batches_do_not_depend_on_the_number_of_shards():
+  def global_batches(shards, start_index=0, n=8):
+    iterators = [iter(_shapes_loader(num_records=20, batch_size=8 // shards, seed=3, shard_index=i,
+                                     shard_count=shards, start_index=start_index))
+                 for i in range(shards)]
+    return [np.concatenate([next(it)["image"] for it in iterators]) for _ in range(n)]
+
+  one, two, four = global_batches(1), global_batches(2), global_batches(4)
+  for a, b, c in zip(one, two, four):  # 8 batches of 8 from 20 records: across epochs
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  # The position after s steps is record s * global batch: resuming needs no iterator state.
+  for a, b in zip(one[5:], global_batches(2, start_index=5 * 8, n=3)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_pass_is_the_same_split_over_shards():
+  source = data.get_source("shapes", "test", num_records=10)
+  parts = [list(data.iterate_once("shapes", "test", batch_size=2, num_records=10, shard_index=i,
+                                  shard_count=2)) for i in range(2)]
+  assert [len(p) for p in parts] == [3, 3]
+  labels = np.concatenate([np.concatenate([parts[0][b]["label"], parts[1][b]["label"]])
+                           for b in range(3)])
+  valid = np.concatenate([np.concatenate([parts[0][b]["valid"], parts[1][b]["valid"]])
+                          for b in range(3)])
+  np.testing.assert_array_equal(labels[valid], [source[i]["label"] for i in range(10)])
+  assert valid.sum() == 10
 
 
 def test_iterator_state_resumes_exactly():
@@ -213,9 +243,12 @@ def test_worker_process_gives_same_batches():
 def test_iterate_once_covers_split_in_order():
   source = data.get_source("shapes", "test", num_records=10)
   batches = list(data.iterate_once("shapes", "test", batch_size=4, num_records=10, **ONE_SHARD))
-  assert [len(b["label"]) for b in batches] == [4, 4, 2]
+  # Full batches; the last one is completed with the last record, marked invalid.
+  assert [len(b["label"]) for b in batches] == [4, 4, 4]
+  valid = np.concatenate([b["valid"] for b in batches])
+  np.testing.assert_array_equal(valid, [True] * 10 + [False] * 2)
   labels = np.concatenate([b["label"] for b in batches])
-  np.testing.assert_array_equal(labels, [source[i]["label"] for i in range(10)])
+  np.testing.assert_array_equal(labels, [source[min(i, 9)]["label"] for i in range(12)])
   assert data.num_examples("shapes", "test", num_records=10) == 10
 
 
@@ -282,8 +315,9 @@ def test_fashion_mnist_idx_fallback(fake_fashion):
       "fashion_mnist", "train", batch_size=8, idx_dir=idx_dir, data_dir=empty_tfds,
       download=False, shard_index=0, shard_count=1,
   ))
-  image = np.concatenate([b["image"] for b in batches])
-  label = np.concatenate([b["label"] for b in batches])
+  valid = np.concatenate([b["valid"] for b in batches])
+  image = np.concatenate([b["image"] for b in batches])[valid]
+  label = np.concatenate([b["label"] for b in batches])[valid]
   assert image.shape == (20, 32, 32, 1) and image.dtype == np.float32
   np.testing.assert_array_equal(label, labels)
   np.testing.assert_allclose(image[:, 2:30, 2:30, 0], images / 255.0, atol=1e-6)

@@ -16,9 +16,9 @@ TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
         "--config.eval_batch_size=8", "--config.progress_bar=false"]
 
 
-def run_main(*args, timeout=300):
+def run_main(*args, timeout=300, env=None):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             JAX_THREEFRY_PARTITIONABLE="0")
+             JAX_THREEFRY_PARTITIONABLE="0", **(env or {}))
   return subprocess.run([sys.executable, "-m", "leae_jax.main", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

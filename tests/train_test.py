@@ -123,10 +123,3 @@ def test_train_and_evaluate_writes_every_output(tmp_path):
   assert train_steps == [2, 4]
   assert all(np.isfinite(v) for r in records for k, v in r.items() if isinstance(v, float))
   assert json.load(open(tmp_path / "config.json"))["num_train_steps"] == 4
-
-
-def test_batch_not_divisible_by_devices_is_a_clear_error(monkeypatch):
-  config = _tiny_shapes_config()
-  monkeypatch.setattr(jax, "device_count", lambda: 3)
-  with pytest.raises(ValueError, match="batch_size=8 is not divisible by the 3 devices"):
-    train.Trainer(config)

@@ -1,0 +1,210 @@
+"""Throughput benchmark: `python -m leae_jax.bench --config=configs/cifar.py [--steps=N]`.
+
+Prints one JSON line:
+
+* `compile_s`: lowering + XLA compilation of the train step;
+* `step_ms`, `images_per_s`: steady state, over `--steps` steps dispatched
+  back to back (one device sync at the end, as in training), on batches
+  already on the device;
+* `peak_memory_bytes`: the device allocator's peak where it reports one (GPU,
+  TPU), else XLA's buffer assignment for the step (arguments + outputs +
+  temporaries − donated aliases); `peak_memory_source` says which;
+* `flops_per_step` (XLA's cost analysis of the compiled step), `flops_per_s`
+  and `mfu` against the device's peak for the compute dtype (`null` when the
+  peak is unknown, e.g. on CPU);
+* `input_images_per_s`: the grain input pipeline alone, same config and
+  workers; `bound`: `input` if it is slower than the step, else `compute`.
+
+When the config's dataset is not prepared (CIFAR-10, CelebA offline), the
+pipeline is measured on TFDS mock records of the same shapes
+(`input_source: tfds_mock`): it exercises the same grain code, but not the
+real image decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+from ml_collections import config_flags
+
+from leae_jax import base_config
+from leae_jax import data
+from leae_jax import models
+from leae_jax import train
+
+# Dense peak FLOP/s by device kind and compute dtype (vendor data sheets; GPU
+# float32 numbers are the non-tensor-core peaks, as XLA's default f32 convs
+# may use TF32 the MFU of a float32 run can exceed what these suggest).
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"bfloat16": 989e12, "float32": 67e12},
+    "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
+    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+    "L4": {"bfloat16": 121e12, "float32": 30e12},
+    "A10G": {"bfloat16": 70e12, "float32": 31e12},
+    "V100": {"bfloat16": 125e12, "float32": 15.7e12},
+    "TPU v4": {"bfloat16": 275e12},
+    "TPU v5 lite": {"bfloat16": 197e12},
+    "TPU v5e": {"bfloat16": 197e12},
+    "TPU v5p": {"bfloat16": 459e12},
+    "TPU v5": {"bfloat16": 459e12},
+    "TPU v6 lite": {"bfloat16": 918e12},
+    "TPU v6e": {"bfloat16": 918e12},
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """Peak dense FLOP/s of one device of `device_kind` for `dtype`, if known."""
+  kind = device_kind.lower()
+  # Longest name first, so "H100 PCIe" wins over "H100".
+  for name in sorted(PEAK_FLOPS, key=len, reverse=True):
+    if name.lower() in kind:
+      return PEAK_FLOPS[name].get(dtype)
+  return None
+
+
+def _cost_flops(compiled: Any) -> float | None:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+def _peak_memory(compiled: Any) -> tuple[int | None, str]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "allocator"
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None, "unknown"
+  total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  return int(total), "xla_buffer_assignment"
+
+
+def measure_train_step(config: ml_collections.ConfigDict, *, steps: int = 20,
+                       warmup: int = 2, seed: int = 0) -> dict[str, Any]:
+  """Compile time, steady-state step time, FLOPs and memory of the train step."""
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  rng = np.random.default_rng(seed)
+  local = config.batch_size // jax.process_count()
+  shape = (local, config.image_size, config.image_size, config.image_channels)
+  # A few distinct batches already on the device: the step, not the transfer.
+  batches = [trainer.global_batch(rng.uniform(size=shape).astype(np.float32)) for _ in range(4)]
+  t0 = time.perf_counter()
+  compiled = trainer.train_step.lower(state, batches[0]).compile()
+  compile_s = time.perf_counter() - t0
+  metrics = None
+  for i in range(warmup):
+    state, metrics = compiled(state, batches[i % len(batches)])
+  jax.block_until_ready((state, metrics))
+  t0 = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, batches[i % len(batches)])
+  jax.block_until_ready((state, metrics))
+  seconds = time.perf_counter() - t0
+  flops = _cost_flops(compiled)
+  memory, memory_source = _peak_memory(compiled)
+  step_s = seconds / max(steps, 1)
+  device = jax.devices()[0]
+  dtype = str(config.model.get("dtype", "float32"))
+  peak = peak_flops(device.device_kind, dtype)
+  flops_per_s = flops / step_s if flops is not None else None
+  return {
+      "compile_s": round(compile_s, 3),
+      "step_ms": round(step_s * 1e3, 3),
+      "images_per_s": round(config.batch_size / step_s, 2),
+      "peak_memory_bytes": memory,
+      "peak_memory_source": memory_source,
+      "flops_per_step": flops,
+      "flops_per_s": flops_per_s,
+      # FLOPs are of the whole (global) step; peak is per device.
+      "mfu": (round(flops_per_s / (peak * jax.device_count()), 4)
+              if flops_per_s is not None and peak else None),
+      "params": models.count_params(state.params),
+      "loss_finite": bool(np.isfinite(float(jax.device_get(metrics["loss"])))),
+  }
+
+
+def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
+                  warmup: int = 2) -> dict[str, Any]:
+  """Images/s of the grain training pipeline alone (this process's share)."""
+  source = "tfds"
+  if config.dataset == "shapes":
+    source = "generated"
+  elif config.dataset == "fashion_mnist" and config.get("idx_dir"):
+    source = "idx"
+  context: contextlib.AbstractContextManager = contextlib.nullcontext()
+  try:
+    data.get_source(config.dataset, "train", image_size=config.image_size,
+                    data_dir=config.data_dir, download=False, idx_dir=config.idx_dir)
+  except data.DatasetUnavailableError:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    source = "tfds_mock"
+    context = tfds.testing.mock_data(num_examples=4096, policy=tfds.testing.MockPolicy.USE_CODE)
+  with context:
+    local = config.batch_size // jax.process_count()
+    loader = data.create_loader(
+        config.dataset, "train", batch_size=local, image_size=config.image_size,
+        seed=config.seed, shuffle=True, num_epochs=None, worker_count=config.num_workers,
+        data_dir=config.data_dir, download=False, idx_dir=config.idx_dir)
+    iterator = iter(loader)
+    for _ in range(warmup):  # starts workers, opens files
+      next(iterator)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    seconds = time.perf_counter() - t0
+  return {"input_images_per_s": round(batches * local / seconds, 2), "input_source": source,
+          "num_workers": int(config.num_workers)}
+
+
+def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: int = 20,
+        measure_pipeline: bool = True) -> dict[str, Any]:
+  """Resolves `config` and returns every benchmark field (see the module docstring)."""
+  config = base_config.resolve(config)
+  result: dict[str, Any] = {
+      "dataset": config.dataset, "batch_size": int(config.batch_size),
+      "image_size": int(config.image_size), "dtype": str(config.model.get("dtype", "float32")),
+      "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+      "num_devices": jax.device_count(), "steps": steps,
+  }
+  result.update(measure_train_step(config, steps=steps))
+  if measure_pipeline:
+    result.update(measure_input(config, batches=input_batches))
+    # Per process: each process feeds its own share of the global batch.
+    per_process_need = result["images_per_s"] / jax.process_count()
+    result["bound"] = "input" if result["input_images_per_s"] < per_process_need else "compute"
+  else:
+    result.update(input_images_per_s=None, input_source=None, bound=None)
+  return result
+
+
+def main(argv):
+  del argv
+  print(json.dumps(run(FLAGS.config, steps=FLAGS.steps, input_batches=FLAGS.input_batches,
+                       measure_pipeline=FLAGS.input)), flush=True)
+
+
+if __name__ == "__main__":
+  FLAGS = flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cifar.py.",
+                                  lock_config=True)
+  flags.DEFINE_integer("steps", 20, "Timed train steps (after 2 warm-up steps).")
+  flags.DEFINE_integer("input_batches", 20, "Timed input-pipeline batches.")
+  flags.DEFINE_bool("input", True, "Also measure the input pipeline.")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
