@@ -2,9 +2,12 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -63,3 +66,39 @@ def test_two_processes_match_one_and_checkpoints_move_between_them(tmp_path):
   resumed_records = _records(resumed)
   np.testing.assert_allclose(_losses(resumed_records, [5, 6]), _losses(single_records, [5, 6]),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_to_one_process_saves_the_same_step_on_all(tmp_path):
+  workdir = tmp_path / "preempted"
+  env = dict(os.environ, PYTHON=sys.executable, JAX_THREEFRY_PARTITIONABLE="0",
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  args = [*TINY, "--config.num_train_steps=100000", "--config.log_every_steps=5",
+          "--config.checkpoint_every_steps=100000", "--config.eval_every_steps=0"]
+  proc = subprocess.Popen([os.path.join(ROOT, "launch", "local_multiprocess.sh"), "2",
+                           "configs/shapes.py", str(workdir), *args],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 300
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+      if metrics.exists() and sum("train/loss" in l for l in open(metrics)) >= 2:
+        break
+      time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    # The preemption notice reaches one host only; the runtime tells the others.
+    pid = subprocess.run(["pgrep", "-f", f"workdir={workdir} .*--process_id=0"],
+                         capture_output=True, text=True).stdout.split()
+    assert pid, "process 0 not found"
+    os.kill(int(pid[0]), signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 0, stderr[-3000:]
+  log0 = open(workdir / "logs" / "process_0.log").read()
+  match = re.search(r"SIGTERM: saved a checkpoint at step (\d+)", log0)
+  assert match, log0[-3000:]
+  step = int(match.group(1))
+  assert step > 0 and (workdir / "checkpoints" / str(step)).is_dir()
+  log1 = open(workdir / "logs" / "process_1.log").read()
+  assert f"Saving checkpoint at step {step}" in log1, log1[-3000:]
