@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 Dtype = Any
 
@@ -74,6 +75,54 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | Non
   )
 
 
+# Rows (or columns) of a 3x3 kernel seen by each output phase of "nearest ×2
+# upsample, then 3x3 conv": phase 0 of output row 2i reads input rows i−1, i, i
+# (taps 0 | 1+2), phase 1 (row 2i+1) reads i, i, i+1 (taps 0+1 | 2).
+_PHASE_FOLD = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
+
+
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv3x3(upsample_nearest(x, 2))` with zero padding 1, in sub-pixel form.
+
+  Each of the four output phases (a, b) of the upsampled convolution is a 2x2
+  convolution of the *low-resolution* input with the 3x3 kernel's taps folded
+  together, so the result is exact (up to float rounding) with 4/9 of the
+  multiply-adds, and XLA:CPU's backward pass is ~3x faster than through the
+  upsampled map (benchmarks/README.md).
+  """
+  n, h, w, _ = x.shape
+  fold = jnp.asarray(_PHASE_FOLD, kernel.dtype)
+  phases = []
+  for a in (0, 1):
+    for b in (0, 1):
+      k = jnp.einsum("py,qx,yxio->pqio", fold[a], fold[b], kernel)
+      pad = ((1, 0) if a == 0 else (0, 1), (1, 0) if b == 0 else (0, 1))
+      phases.append(jax.lax.conv_general_dilated(
+          x, k, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  y = jnp.stack(phases, axis=3).reshape(n, h, w, 2, 2, -1)  # (..., a, b, C)
+  return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, -1)
+
+
+class UpsampleConv(nn.Module):
+  """Nearest ×2 upsampling followed by a 3x3 convolution (padding 1).
+
+  Parameters are exactly those of the `nn.Conv` it replaces (`kernel` 3x3,
+  `bias`, same initialisers), so checkpoints and parameter counts are
+  unchanged; only the computation is reorganised (`upsample_conv3x3`).
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    y = upsample_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)
+
+
 class DownBlock(nn.Module):
   """Residual 2x downsampling: conv3x3/s2 → SiLU → conv3x3, plus a s2d skip."""
 
@@ -96,10 +145,11 @@ class UpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = _conv(self.features, 3, 1, self.dtype)(upsample_nearest(x))
-    h = _conv(self.features, 3, 1, self.dtype)(nn.silu(h))
+    # Explicit names keep the parameter tree of the plain nn.Conv version.
+    h = UpsampleConv(self.features, self.dtype, name="Conv_0")(x)
+    h = _conv(self.features, 3, 1, self.dtype, name="Conv_1")(nn.silu(h))
     # A 1x1 conv commutes with nearest upsampling; run it at low resolution.
-    skip = upsample_nearest(_conv(self.features, 1, 1, self.dtype)(x))
+    skip = upsample_nearest(_conv(self.features, 1, 1, self.dtype, name="Conv_2")(x))
     return nn.silu(h + skip)
 
 
@@ -175,7 +225,7 @@ class Decoder(nn.Module):
       h = self._expand(h, grid)
     h = UpBlock(2 * self.hidden, self.dtype)(h)
     h = UpBlock(self.hidden, self.dtype)(h)
-    h = _conv(self.image_channels, 3, 1, self.dtype, name="to_image")(upsample_nearest(h))
+    h = UpsampleConv(self.image_channels, self.dtype, name="to_image")(h)
     return nn.sigmoid(h.astype(jnp.float32))
 
   def _expand(self, z: jax.Array, grid: int) -> jax.Array:

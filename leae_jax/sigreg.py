@@ -13,6 +13,8 @@ result equals the single-device one.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -48,14 +50,79 @@ def epps_pulley(projections: jax.Array, *, num_knots: int = 17, t_max: float = 3
   """
   if projections.ndim != 2:
     raise ValueError(f"epps_pulley expects (N, K) projections, got shape {projections.shape}.")
-  p = projections.astype(jnp.float32)
-  n = p.shape[0]
-  t, phi, weights = _knots_and_weights(num_knots, t_max)
-  tp = p[:, :, None] * t  # (N, K, J); XLA fuses it into the reductions below.
-  cos_mean = jnp.mean(jnp.cos(tp), axis=0)
-  sin_mean = jnp.mean(jnp.sin(tp), axis=0)
+  _knots_and_weights(num_knots, t_max)  # validates the arguments
+  return _epps_pulley(projections.astype(jnp.float32), num_knots, float(t_max))
+
+
+# The knots are equally spaced, t_j = j·Δ, so cos(t_j p) and sin(t_j p) are the
+# real and imaginary parts of (e^{iΔp})^j: one cos/sin per sample, then angle
+# addition, knot by knot, in a scan. Evaluating cos/sin at all N·K·J points
+# (and again in the backward pass) dominated SIGReg's cost on CPU; this is the
+# same function (differences ~1e-7 relative) at about half the cost, forward
+# and backward. The backward pass is written out so that it reuses the same
+# recurrence instead of storing J intermediates.
+
+
+def _unit_phasor(p: jax.Array, num_knots: int, t_max: float) -> tuple[jax.Array, jax.Array]:
+  theta = p * (t_max / (num_knots - 1))
+  return jnp.cos(theta), jnp.sin(theta)
+
+
+def _characteristic_means(p: jax.Array, num_knots: int, t_max: float) -> tuple[jax.Array, jax.Array]:
+  """`(K, J)` means over samples of cos(t_j p) and sin(t_j p)."""
+  c1, s1 = _unit_phasor(p, num_knots, t_max)
+
+  def knot(carry, _):
+    c, s = carry
+    return (c * c1 - s * s1, s * c1 + c * s1), (jnp.mean(c, axis=0), jnp.mean(s, axis=0))
+
+  start = (jnp.ones_like(p), jnp.zeros_like(p))
+  _, (cos_mean, sin_mean) = jax.lax.scan(knot, start, None, length=num_knots)
+  return cos_mean.T, sin_mean.T
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _epps_pulley(p: jax.Array, num_knots: int, t_max: float) -> jax.Array:
+  return _epps_pulley_fwd(p, num_knots, t_max)[0]
+
+
+def _epps_pulley_fwd(p, num_knots, t_max):
+  _, phi, weights = _knots_and_weights(num_knots, t_max)
+  cos_mean, sin_mean = _characteristic_means(p, num_knots, t_max)
   err = (cos_mean - phi) ** 2 + sin_mean**2  # (K, J)
-  return n * (err @ weights)
+  return p.shape[0] * (err @ weights), (p, cos_mean, sin_mean)
+
+
+def _epps_pulley_bwd(num_knots, t_max, residuals, g):
+  # ∂/∂p_nk of N Σ_j w_j[(C_kj − φ_j)² + S_kj²] with C, S the sample means:
+  # 2 Σ_j w_j t_j [S_kj cos(t_j p_nk) − (C_kj − φ_j) sin(t_j p_nk)].
+  p, cos_mean, sin_mean = residuals
+  t, phi, weights = _knots_and_weights(num_knots, t_max)
+  scale = 2.0 * g[:, None] * weights * t  # (K, J)
+  a, b = scale * sin_mean, -scale * (cos_mean - phi)
+  c1, s1 = _unit_phasor(p, num_knots, t_max)
+
+  def knot(carry, ab):
+    c, s, grad = carry
+    aj, bj = ab
+    return (c * c1 - s * s1, s * c1 + c * s1, grad + aj * c + bj * s), None
+
+  start = (jnp.ones_like(p), jnp.zeros_like(p), jnp.zeros_like(p))
+  (_, _, grad), _ = jax.lax.scan(knot, start, (a.T, b.T))
+  return (grad,)
+
+
+_epps_pulley.defvjp(_epps_pulley_fwd, _epps_pulley_bwd)
+
+
+def epps_pulley_reference(projections: jax.Array, *, num_knots: int = 17,
+                          t_max: float = 3.0) -> jax.Array:
+  """`epps_pulley` evaluated literally, cos/sin at every knot (for tests)."""
+  p = projections.astype(jnp.float32)
+  t, phi, weights = _knots_and_weights(num_knots, t_max)
+  tp = p[:, :, None] * t  # (N, K, J)
+  err = (jnp.mean(jnp.cos(tp), axis=0) - phi) ** 2 + jnp.mean(jnp.sin(tp), axis=0) ** 2
+  return p.shape[0] * (err @ weights)
 
 
 def random_directions(key: jax.Array, dim: int, num_slices: int) -> jax.Array:

@@ -1,6 +1,7 @@
 """Tests for leae_jax.models."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -142,3 +143,34 @@ def test_space_to_depth_and_upsample_layouts():
   chex.assert_shape(models.match_channels(x, 6), (2, 4, 4, 6))
   with pytest.raises(ValueError, match="one must divide the other"):
     models.match_channels(x, 5)
+
+
+@pytest.mark.parametrize("side, cin, cout", [(4, 8, 16), (8, 16, 3), (1, 4, 4)])
+def test_subpixel_upsample_conv_equals_conv_of_upsampled_input(side, cin, cout):
+  # conv3x3(upsample ×2) computed as four folded 2x2 convs: same values and
+  # the same gradients for the input and the 3x3 kernel.
+  rng = np.random.default_rng(side)
+  x = jnp.asarray(rng.normal(size=(2, side, side, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.2, jnp.float32)
+
+  def reference(x, kernel):
+    return jax.lax.conv_general_dilated(models.upsample_nearest(x), kernel, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+  np.testing.assert_allclose(models.upsample_conv3x3(x, kernel), reference(x, kernel),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+  got = jax.grad(loss(models.upsample_conv3x3), argnums=(0, 1))(x, kernel)
+  want = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_conv_module_keeps_the_nn_conv_parameters():
+  module = models.UpsampleConv(5)
+  params = module.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))["params"]
+  conv_params = nn.Conv(5, (3, 3)).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape, conv_params)
+  # Same initialisers, same key: identical initial values.
+  np.testing.assert_array_equal(params["kernel"], conv_params["kernel"])
