@@ -1,0 +1,102 @@
+"""Micro-benchmarks behind the CPU speed-ups of the CIFAR step (batch 128).
+
+  python benchmarks/micro_ops.py
+
+Prints JSON lines, milliseconds (median of 5 blocks of 5 calls):
+
+* `upsample_conv`: "nearest ×2 then conv3x3" at the decoder's three shapes,
+  direct (conv of the upsampled map) vs `models.upsample_conv3x3` (four
+  folded 2x2 convs on the low-resolution map), forward and forward+backward;
+* `sigreg`: SIGReg on the 4x4x32 CIFAR code, literal Epps–Pulley (cos/sin at
+  every knot, autodiff) vs the library's angle-addition scan with its
+  hand-written backward;
+* `conv_grads`: a 3x3 convolution's forward, input gradient and kernel
+  gradient separately — XLA:CPU's kernel gradient is what still costs most.
+"""
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leae_jax import models
+from leae_jax import sigreg as sigreg_lib
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def timed(fn, *args) -> float:
+  jax.block_until_ready(fn(*args))
+  blocks = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(5):
+      out = fn(*args)
+    jax.block_until_ready(out)
+    blocks.append((time.perf_counter() - t0) / 5 * 1e3)
+  return round(float(np.median(blocks)), 2)
+
+
+def conv3x3(x, k):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
+
+
+def direct_upsample_conv(x, k):
+  return conv3x3(models.upsample_nearest(x), k)
+
+
+def fwd_bwd(f):
+  return jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))
+
+
+def sigreg_with(epps):
+  def fn(z, key):
+    n, h, w, d = z.shape
+    a = sigreg_lib.random_directions(key, d, 256)
+    proj = jnp.einsum("nhwd,dk->hwnk", z, a).reshape(h * w, n, 256)
+    return jnp.mean(jax.vmap(epps)(proj))
+  return fn
+
+
+def main():
+  rng = np.random.default_rng(0)
+  for side, cin, cout in [(4, 32, 128), (8, 128, 64), (16, 64, 3)]:
+    x = jnp.asarray(rng.normal(size=(128, side, side, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.05, jnp.float32)
+    print(json.dumps({
+        "op": "upsample_conv", "input": [128, side, side, cin], "features": cout,
+        "direct_fwd": timed(jax.jit(direct_upsample_conv), x, k),
+        "subpixel_fwd": timed(jax.jit(models.upsample_conv3x3), x, k),
+        "direct_fwd_bwd": timed(fwd_bwd(direct_upsample_conv), x, k),
+        "subpixel_fwd_bwd": timed(fwd_bwd(models.upsample_conv3x3), x, k),
+    }), flush=True)
+
+  z = jnp.asarray(rng.normal(size=(128, 4, 4, 32)), jnp.float32)
+  key = jax.random.key(0)
+  literal = sigreg_with(sigreg_lib.epps_pulley_reference)
+  fast = sigreg_with(sigreg_lib.epps_pulley)
+  print(json.dumps({
+      "op": "sigreg", "codes": [128, 4, 4, 32], "slices": 256, "knots": 17,
+      "literal_fwd": timed(jax.jit(literal), z, key),
+      "fast_fwd": timed(jax.jit(fast), z, key),
+      "literal_fwd_bwd": timed(jax.jit(jax.value_and_grad(literal)), z, key),
+      "fast_fwd_bwd": timed(jax.jit(jax.value_and_grad(fast)), z, key),
+  }), flush=True)
+
+  for side, cin, cout in [(16, 64, 64), (8, 128, 128)]:
+    x = jnp.asarray(rng.normal(size=(128, side, side, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.05, jnp.float32)
+    dy = jnp.ones((128, side, side, cout), jnp.float32)
+    grad_x = jax.jit(lambda x, k, dy: jax.vjp(lambda x: conv3x3(x, k), x)[1](dy)[0])
+    grad_k = jax.jit(lambda x, k, dy: jax.vjp(lambda k: conv3x3(x, k), k)[1](dy)[0])
+    print(json.dumps({
+        "op": "conv_grads", "input": [128, side, side, cin], "features": cout,
+        "fwd": timed(jax.jit(conv3x3), x, k), "input_grad": timed(grad_x, x, k, dy),
+        "kernel_grad": timed(grad_k, x, k, dy),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+  main()
