@@ -61,7 +61,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # Device mesh (sharding.py): the batch is split over data x fsdp devices;
   # params and optimizer state are split over fsdp (tensors >= fsdp_min_size).
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1,
+                                          fsdp_min_size=sharding.FSDP_MIN_SIZE))
 
   c.log_every_steps = 100
   c.eval_every_steps = 1000  # <= 0: no evaluation during training

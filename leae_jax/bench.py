@@ -146,21 +146,24 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
     source = "generated"
   elif config.dataset == "fashion_mnist" and config.get("idx_dir"):
     source = "idx"
+  open_source = lambda: data.get_source(config.dataset, "train", image_size=config.image_size,
+                                       data_dir=config.data_dir, download=False,
+                                       idx_dir=config.idx_dir)
   context: contextlib.AbstractContextManager = contextlib.nullcontext()
   try:
-    data.get_source(config.dataset, "train", image_size=config.image_size,
-                    data_dir=config.data_dir, download=False, idx_dir=config.idx_dir)
+    records = open_source()
   except data.DatasetUnavailableError:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
     source = "tfds_mock"
     context = tfds.testing.mock_data(num_examples=4096, policy=tfds.testing.MockPolicy.USE_CODE)
+    records = None
   with context:
     local = config.batch_size // jax.process_count()
     loader = data.create_loader(
         config.dataset, "train", batch_size=local, image_size=config.image_size,
         seed=config.seed, shuffle=True, num_epochs=None, worker_count=config.num_workers,
-        data_dir=config.data_dir, download=False, idx_dir=config.idx_dir)
+        source=records if records is not None else open_source())
     iterator = iter(loader)
     for _ in range(warmup):  # starts workers, opens files
       next(iterator)

@@ -727,6 +727,7 @@ def create_loader(
     global_order: bool = True,
     start_index: int = 0,
     pad: bool = False,
+    source: Any | None = None,
 ) -> grain.DataLoader:
   """A checkpointable grain DataLoader yielding batches of one process's shard.
 
@@ -771,6 +772,8 @@ def create_loader(
     start_index: With `global_order`, the global record position to start at.
     pad: With `global_order`, complete a final partial global batch with
       repeats of the last record (see `iterate_once`).
+    source: The split's data source if already opened by `get_source` (then
+      the source arguments above are not used).
 
   Returns:
     A `grain.DataLoader`.
@@ -779,10 +782,11 @@ def create_loader(
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
   if worker_count:
     _ensure_absl_flags_parsed()
-  source = get_source(
-      name, split, image_size=image_size, data_dir=data_dir, download=download,
-      idx_dir=idx_dir, num_records=num_records, shapes_seed=shapes_seed,
-  )
+  if source is None:
+    source = get_source(
+        name, split, image_size=image_size, data_dir=data_dir, download=download,
+        idx_dir=idx_dir, num_records=num_records, shapes_seed=shapes_seed,
+    )
   shard_options = _shard_options(shard_index, shard_count)
   if global_order:
     # The loader reads sampler positions shard_index, shard_index + shard_count, ...;
@@ -845,12 +849,14 @@ def iterate_once(
   """
   options = _shard_options(shard_index, shard_count)
   source_keys = ("data_dir", "download", "idx_dir", "num_records", "shapes_seed")
-  num_records = len(get_source(name, split, image_size=image_size,
-                               **{k: v for k, v in kwargs.items() if k in source_keys}))
+  # Opened once: its length marks the padding, and the loader reads from it.
+  source = get_source(name, split, image_size=image_size,
+                      **{k: kwargs.pop(k) for k in source_keys if k in kwargs})
+  num_records = len(source)
   loader = create_loader(
       name, split, batch_size=batch_size, image_size=image_size, seed=0, shuffle=False,
       num_epochs=1, shard_index=options.shard_index, shard_count=options.shard_count, pad=True,
-      **kwargs,
+      source=source, **kwargs,
   )
   global_batch = batch_size * options.shard_count
   rows = options.shard_index * batch_size + np.arange(batch_size)

@@ -24,6 +24,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 PyTree = Any
 AXES = ("data", "fsdp")
 BATCH_AXES = AXES  # the batch dimension is split over every device
+# Tensors smaller than this stay replicated under fsdp (config.mesh.fsdp_min_size).
+FSDP_MIN_SIZE = 2**14
 
 
 def mesh_shape(config: ml_collections.ConfigDict | None, num_devices: int) -> tuple[int, int]:
@@ -70,10 +72,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def num_batch_shards(mesh: Mesh) -> int:
-  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-
-
 def fsdp_spec(shape: Sequence[int], fsdp: int, min_size: int) -> P:
   """PartitionSpec splitting the largest dimension divisible by `fsdp`, or replicated.
 
@@ -91,7 +89,8 @@ def fsdp_spec(shape: Sequence[int], fsdp: int, min_size: int) -> P:
   return P(*spec)
 
 
-def state_sharding(abstract_state: PyTree, mesh: Mesh, min_size: int = 2**14) -> PyTree:
+def state_sharding(abstract_state: PyTree, mesh: Mesh,
+                   min_size: int = FSDP_MIN_SIZE) -> PyTree:
   """NamedShardings for every leaf of a (shape-only) state pytree.
 
   The same rule is applied to parameters and to optimizer moments of the same

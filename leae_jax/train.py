@@ -191,7 +191,7 @@ class Trainer:
       sharding.check_batch(name, int(config[name]), self.mesh)
     create = functools.partial(create_train_state, config, self.model, self.objective,
                                self.optimizer)
-    min_size = int(mesh_config.get("fsdp_min_size", 2**14)) if mesh_config else 2**14
+    min_size = int((mesh_config or {}).get("fsdp_min_size", sharding.FSDP_MIN_SIZE))
     self.state_sharding = sharding.state_sharding(jax.eval_shape(create), self.mesh, min_size)
     self._init_state = jax.jit(create, out_shardings=self.state_sharding)
     self.train_step = jax.jit(
