@@ -13,8 +13,8 @@ Datasets:
                  `dataset-fashion-mnist`) when TFDS has not prepared it and cannot
                  download it; 28x28 padded to 32x32 by default.
   cifar10        TFDS (ArrayRecord), 32x32x3.
-  celeb_a        TFDS (ArrayRecord), centre-cropped square resized to 128 by default;
-                 unlabelled (label -1).
+  celeb_a        TFDS (ArrayRecord), the central 128×128 window of the 178×218 aligned
+                 faces (no resizing, as the published runs); unlabelled (label -1).
 
 TFDS datasets must be available in ArrayRecord format (`tfds.data_source` is random
 access); when they are not and cannot be downloaded, `DatasetUnavailableError` says
@@ -84,6 +84,7 @@ class DatasetInfo:
     num_test: Number of test examples, where known.
     native_size: (height, width) of the stored images; None when generated at any size.
     tfds_name: TFDS builder name, or None for datasets not served by TFDS.
+    fit: default way to bring stored images to `image_size` (see `preprocess_ops`).
   """
 
   name: str
@@ -97,6 +98,7 @@ class DatasetInfo:
   num_test: int | None = None
   native_size: tuple[int, int] | None = None
   tfds_name: str | None = None
+  fit: str = "auto"
 
   def split_name(self, split: str) -> str:
     """Maps 'train'/'test' to the underlying split name."""
@@ -127,6 +129,7 @@ _REGISTRY: dict[str, DatasetInfo] = {
         DatasetInfo(
             name="celeb_a", image_size=128, channels=3, num_classes=None, has_labels=False,
             num_train=162_770, num_test=19_962, native_size=(218, 178), tfds_name="celeb_a",
+            fit="center_crop",
         ),
     )
 }
@@ -162,16 +165,22 @@ SHAPE_NAMES = ("circle", "ring", "square")
 class ShapesSource:
   """Procedural grayscale shapes, one per image, generated on the fly per index.
 
-  Each image is black with a single filled circle, ring or filled square whose
-  radius (half-size for squares) is drawn from 3-8 px and whose intensity is a
-  single value drawn from [0.3, 1.0]; the shape lies fully inside the image. The
-  radius range is kept at 3-8 px for image sizes 28-32 and scaled proportionally
-  outside that range. Records are `{'image': float32 (S, S, 1), 'label': int32}`
-  with label 0 circle, 1 ring, 2 square.
+  The published toy distribution, on a 28×28 canvas: black, with one filled
+  circle (`d ≤ r`), ring (`|d − r| ≤ 1.5`) or filled square (`|dx|, |dy| ≤ r`)
+  of radius r uniform in 3..8, centre uniform in 5..22 on both axes (so large
+  shapes may be clipped by the border), and one intensity uniform in
+  [0.3, 1.0). Canvases for images of side 28–35 are 28 px and zero-padded
+  (centred) to the requested side, as Fashion-MNIST's are; other sides scale
+  the geometry by side/28. Records are `{'image': float32 (S, S, 1),
+  'label': int32}` with label 0 circle, 1 ring, 2 square.
 
   Every record depends only on (seed, split, index), so the source is
-  deterministic, picklable and needs no storage.
+  deterministic, picklable and needs no storage. (The published generator
+  drew from one seeded torch stream; the distribution is the same, the
+  individual images are not.)
   """
+
+  CANVAS = 28
 
   def __init__(self, split: str, *, image_size: int = 32, num_records: int | None = None, seed: int = 0):
     _check_split(split)
@@ -186,10 +195,13 @@ class ShapesSource:
     if self.num_records <= 0:
       raise ValueError(f"num_records must be positive, got {self.num_records}.")
     self.seed = int(seed)
-    # 3-8 px at the sizes the toy was designed for (28-32), proportional elsewhere.
-    scale = min(1.0, image_size / 28) if image_size < 28 else max(1.0, image_size / 32)
+    padded = self.CANVAS <= image_size < self.CANVAS + 8
+    self.canvas = self.CANVAS if padded else self.image_size
+    scale = self.canvas / self.CANVAS
     self.min_radius = max(1, round(3 * scale))
-    self.max_radius = min(max(self.min_radius, round(8 * scale)), (image_size - 1) // 2)
+    self.max_radius = max(self.min_radius, round(8 * scale))
+    self.margin = round(5 * scale)  # centres lie in [margin, canvas - 1 - margin]
+    self.ring_half_width = 1.5 * scale
 
   def __len__(self) -> int:
     return self.num_records
@@ -203,7 +215,7 @@ class ShapesSource:
 
   @functools.cached_property
   def _grid(self) -> tuple[np.ndarray, np.ndarray]:
-    coords = np.arange(self.image_size, dtype=np.float32)
+    coords = np.arange(self.canvas, dtype=np.float32)
     return coords[:, None], coords[None, :]  # (S, 1) rows, (1, S) cols.
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -214,20 +226,24 @@ class ShapesSource:
     # record, identical on every platform and in every worker process.
     rng = np.random.default_rng([self.seed, _SPLITS.index(self.split), index])
     kind = int(rng.integers(len(SHAPE_NAMES)))
+    cx, cy = rng.integers(self.margin, self.canvas - self.margin, size=2)
     radius = int(rng.integers(self.min_radius, self.max_radius + 1))
     intensity = np.float32(rng.uniform(0.3, 1.0))
-    cy, cx = rng.integers(radius, self.image_size - radius, size=2)
     rows, cols = self._grid
     dy, dx = rows - cy, cols - cx
     if kind == 2:  # Square of side 2 * radius + 1.
       mask = (np.abs(dy) <= radius) & (np.abs(dx) <= radius)
     else:
-      dist2 = dy * dy + dx * dx
-      mask = dist2 <= radius * radius
-      if kind == 1:  # Ring: drop the interior, leaving a 1-2 px (scaled) band.
-        width = max(1, round(radius / 4))
-        mask &= dist2 > (radius - width) ** 2
+      dist = np.sqrt(dy * dy + dx * dx)
+      if kind == 0:
+        mask = dist <= radius
+      else:  # Ring: a band of half-width 1.5 px around the radius.
+        mask = np.abs(dist - radius) <= self.ring_half_width
     image = np.where(mask, intensity, np.float32(0.0)).astype(np.float32)
+    if self.canvas != self.image_size:
+      before = (self.image_size - self.canvas) // 2
+      after = self.image_size - self.canvas - before
+      image = np.pad(image, ((before, after), (before, after)))
     return {"image": image[:, :, None], "label": np.int32(kind)}
 
 
@@ -506,6 +522,26 @@ class ToImageLabel(grain.transforms.Map):
 
 
 @dataclasses.dataclass(frozen=True)
+class CenterCropWindow(grain.transforms.Map):
+  """Cuts the central `size` x `size` window out of the image, without resizing.
+
+  The window's corner is `round((H − size)/2), round((W − size)/2)`, as
+  torchvision's `CenterCrop` (the published CelebA pipeline).
+  """
+
+  size: int
+
+  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    image = element["image"]
+    h, w = image.shape[:2]
+    if h < self.size or w < self.size:
+      raise ValueError(f"CenterCropWindow({self.size}) needs images of at least that side, "
+                       f"got {h}x{w}.")
+    top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
+    return {**element, "image": image[top : top + self.size, left : left + self.size]}
+
+
+@dataclasses.dataclass(frozen=True)
 class CenterCropSquare(grain.transforms.Map):
   """Crops the largest centred square out of the image."""
 
@@ -580,7 +616,7 @@ class ToFloatImage(grain.transforms.Map):
     return {**element, "image": np.ascontiguousarray(out)}
 
 
-_FITS = ("auto", "pad", "resize")
+_FITS = ("auto", "pad", "resize", "center_crop")
 
 
 def preprocess_ops(
@@ -592,11 +628,13 @@ def preprocess_ops(
     name: Registered dataset name.
     image_size: Output side (default: the registry value).
     fit: How to bring stored images to `image_size`: 'pad' (centred zero padding,
-      target must not be smaller), 'resize', or 'auto': non-square images are
+      target must not be smaller), 'resize', 'center_crop' (the central window
+      of that side, no resizing: CelebA's default), or 'auto' (the dataset's
+      own default where it has one, else: non-square images are
       centre-cropped and resized; square images are padded when the target is at
       most 1.25x larger (e.g. Fashion-MNIST 28 -> 32, so pixels stay exact and the
       border is thin) and resized otherwise. Ignored for shapes, which are
-      generated at the requested size.
+      generated at the requested size.)
 
   Returns:
     A list of `grain.transforms.Map` producing `{'image': float32 HWC in [0, 1],
@@ -609,9 +647,14 @@ def preprocess_ops(
   if size <= 0:
     raise ValueError(f"image_size must be positive, got {size}.")
   ops: list[grain.transforms.Map] = [ToImageLabel()]
+  if fit == "auto" and info.fit != "auto" and (
+      info.native_size is None or size <= min(info.native_size)):
+    fit = info.fit
   if info.native_size is not None and info.native_size != (size, size):
     h, w = info.native_size
-    if fit == "pad" or (fit == "auto" and h == w and h < size <= 1.25 * h):
+    if fit == "center_crop":
+      ops.append(CenterCropWindow(size))
+    elif fit == "pad" or (fit == "auto" and h == w and h < size <= 1.25 * h):
       ops.append(PadImage(size))
     else:
       if h != w:

@@ -5,6 +5,12 @@ two methods, `encode` and `decode`. The only normalisation is a batch norm over
 the code at the end of the encoder; its running statistics live in the
 `batch_stats` collection under `encoder`.
 
+Initialisation (config `model.init`, module field `initializer`): `'pytorch'` (the published runs: PyTorch's default
+`kaiming_uniform(a=√5)` kernels, i.e. U(±1/√fan_in) with variance 1/(3·fan_in),
+and biases U(±1/√fan_in); for the transposed convolution fan_in is computed
+from its *output* channels, as PyTorch does) or `'flax'` (lecun-normal kernels,
+zero biases).
+
 Latent layouts:
 * `spatial`: the code is the `(s/8, s/8, latent_channels)` feature map.
 * `pooled`: the `(s/8, s/8, pool_channels)` map is collapsed to a single
@@ -29,6 +35,31 @@ Dtype = Any
 LATENT_KINDS = ("spatial", "pooled")
 POOL_KINDS = ("mlp", "oneshot", "progressive")
 DOWNSAMPLE = 8
+INITS = ("pytorch", "flax")
+NORM_VARIANCES = ("unbiased", "biased")
+PRECISIONS = {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
+              "highest": jax.lax.Precision.HIGHEST}
+
+
+def initializers(init: str, fan_in: int, *, transposed: bool = False) -> tuple[Any, Any]:
+  """`(kernel_init, bias_init)` of a layer whose PyTorch fan-in is `fan_in`.
+
+  `transposed`: a transposed convolution, whose flax kernel is
+  `(kh, kw, in, out)` but whose PyTorch fan-in is `out · kh · kw`.
+  """
+  if init == "flax":
+    return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
+  if init != "pytorch":
+    raise ValueError(f"Unknown model.init {init!r}; valid: {', '.join(INITS)}.")
+  axes = dict(in_axis=-1, out_axis=-2) if transposed else {}
+  # kaiming_uniform(a=√5): gain² = 2/(1+5) = 1/3, so U(±√(3·(1/3)/fan_in)) = U(±1/√fan_in).
+  kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", **axes)
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def bias(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return kernel, bias
 
 
 def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
@@ -60,19 +91,32 @@ def match_channels(x: jax.Array, features: int) -> jax.Array:
   )
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | None = None) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Dtype, *, in_features: int,
+          initializer: str = "pytorch", precision: str = "default", name: str | None = None,
+          padding: Any = None) -> nn.Conv:
   # Explicit symmetric padding reproduces PyTorch's `padding=k//2` (k odd) and
   # `padding=1` for the 4x4 stride-2 stem, so spatial sides halve exactly.
   pad = 1 if kernel == 4 else kernel // 2
+  kernel_init, bias_init = initializers(initializer, in_features * kernel * kernel)
   return nn.Conv(
       features,
       (kernel, kernel),
       strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)),
+      padding=((pad, pad), (pad, pad)) if padding is None else padding,
       dtype=dtype,
       param_dtype=jnp.float32,
+      precision=PRECISIONS[precision],
+      kernel_init=kernel_init,
+      bias_init=bias_init,
       name=name,
   )
+
+
+def _dense(features: int, dtype: Dtype, *, in_features: int, initializer: str, precision: str,
+           name: str) -> nn.Dense:
+  kernel_init, bias_init = initializers(initializer, in_features)
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, precision=PRECISIONS[precision],
+                  kernel_init=kernel_init, bias_init=bias_init, name=name)
 
 
 # Rows (or columns) of a 3x3 kernel seen by each output phase of "nearest ×2
@@ -81,7 +125,8 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str | Non
 _PHASE_FOLD = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
 
-def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array,
+                     precision: jax.lax.Precision | None = None) -> jax.Array:
   """`conv3x3(upsample_nearest(x, 2))` with zero padding 1, in sub-pixel form.
 
   Each of the four output phases (a, b) of the upsampled convolution is a 2x2
@@ -91,14 +136,19 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   upsampled map (benchmarks/README.md).
   """
   n, h, w, _ = x.shape
-  fold = jnp.asarray(_PHASE_FOLD, kernel.dtype)
+  # The taps are folded in float32 (exact sums of at most four weights) and
+  # only then cast to the compute dtype: folding in bfloat16 would round each
+  # partial sum, a second rounding the direct convolution never makes.
+  fold = jnp.asarray(_PHASE_FOLD, jnp.float32)
+  kernel32 = kernel.astype(jnp.float32)
   phases = []
   for a in (0, 1):
     for b in (0, 1):
-      k = jnp.einsum("py,qx,yxio->pqio", fold[a], fold[b], kernel)
+      k = jnp.einsum("py,qx,yxio->pqio", fold[a], fold[b], kernel32,
+                     precision=jax.lax.Precision.HIGHEST).astype(x.dtype)
       pad = ((1, 0) if a == 0 else (0, 1), (1, 0) if b == 0 else (0, 1))
       phases.append(jax.lax.conv_general_dilated(
-          x, k, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+          x, k, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision))
   y = jnp.stack(phases, axis=3).reshape(n, h, w, 2, 2, -1)  # (..., a, b, C)
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, -1)
 
@@ -113,13 +163,15 @@ class UpsampleConv(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (3, 3, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    y = upsample_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+    kernel_init, bias_init = initializers(self.initializer, 9 * x.shape[-1])
+    kernel = self.param("kernel", kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", bias_init, (self.features,), jnp.float32)
+    y = upsample_conv3x3(x.astype(self.dtype), kernel, PRECISIONS[self.precision])
     return y + bias.astype(self.dtype)
 
 
@@ -128,11 +180,14 @@ class DownBlock(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = _conv(self.features, 3, 2, self.dtype)(x)
-    h = _conv(self.features, 3, 1, self.dtype)(nn.silu(h))
+    kw = dict(initializer=self.initializer, precision=self.precision)
+    h = _conv(self.features, 3, 2, self.dtype, in_features=x.shape[-1], **kw)(x)
+    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
     skip = match_channels(space_to_depth(x), self.features).astype(h.dtype)
     return nn.silu(h + skip)
 
@@ -142,15 +197,58 @@ class UpBlock(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  precision: str = "default"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(initializer=self.initializer, precision=self.precision)
     # Explicit names keep the parameter tree of the plain nn.Conv version.
-    h = UpsampleConv(self.features, self.dtype, name="Conv_0")(x)
-    h = _conv(self.features, 3, 1, self.dtype, name="Conv_1")(nn.silu(h))
+    h = UpsampleConv(self.features, self.dtype, name="Conv_0", **kw)(x)
+    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, name="Conv_1",
+              **kw)(nn.silu(h))
     # A 1x1 conv commutes with nearest upsampling; run it at low resolution.
-    skip = upsample_nearest(_conv(self.features, 1, 1, self.dtype, name="Conv_2")(x))
+    skip = upsample_nearest(_conv(self.features, 1, 1, self.dtype, in_features=x.shape[-1],
+                                  name="Conv_2", **kw)(x))
     return nn.silu(h + skip)
+
+
+class CodeNorm(nn.Module):
+  """Batch norm over every axis but the last (batch and positions), PyTorch semantics.
+
+  Training mode normalises with the batch mean and the *biased* batch
+  variance (two-pass, in float32) and moves the running statistics by
+  `1 − momentum` towards the batch ones; the running variance takes the
+  *unbiased* batch variance (`n/(n−1)`), as `torch.nn.BatchNorm` does, unless
+  `running_variance='biased'` (flax's `nn.BatchNorm`). Evaluation mode uses
+  the running statistics. The variables are named like `nn.BatchNorm`'s
+  (`scale`, `bias`; `mean`, `var`).
+  """
+
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  running_variance: str = "unbiased"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones_init(), (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (features,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+    x = x.astype(jnp.float32)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      count = math.prod(x.shape[:-1])
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+      if not self.is_initializing():
+        running = var * (count / max(count - 1, 1)) if self.running_variance == "unbiased" else var
+        ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * running
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
 class Encoder(nn.Module):
@@ -162,6 +260,10 @@ class Encoder(nn.Module):
   pool: str = "mlp"
   pool_channels: int = 128
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  conv_precision: str = "default"
+  dense_precision: str = "highest"
+  norm_running_variance: str = "unbiased"
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -170,37 +272,39 @@ class Encoder(nn.Module):
     _check_image(x)
     grid = x.shape[1] // DOWNSAMPLE
     spatial = self.latent == "spatial"
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
     x = x.astype(self.dtype)
-    h = nn.silu(_conv(self.hidden, 4, 2, self.dtype)(x))
-    h = DownBlock(2 * self.hidden, self.dtype)(h)
-    h = DownBlock(self.latent_channels if spatial else self.pool_channels, self.dtype)(h)
+    h = nn.silu(_conv(self.hidden, 4, 2, self.dtype, in_features=x.shape[-1], **kw)(x))
+    h = DownBlock(2 * self.hidden, self.dtype, **kw)(h)
+    h = DownBlock(self.latent_channels if spatial else self.pool_channels, self.dtype, **kw)(h)
     if not spatial:
       h = self._collapse(h, grid)
-    # Batch norm over every axis but the channel one: batch and positions.
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-        name="code_norm",
-    )(h.astype(jnp.float32))
+    return CodeNorm(self.bn_momentum, self.bn_epsilon, self.norm_running_variance,
+                    name="code_norm")(h, train=train)
 
   def _collapse(self, h: jax.Array, grid: int) -> jax.Array:
     n = h.shape[0]
-    c = self.latent_channels
+    c, m = self.latent_channels, self.pool_channels
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
     if self.pool == "mlp":
-      return nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name="collapse")(h.reshape(n, -1))
+      flat = h.reshape(n, -1)
+      return _dense(c, self.dtype, in_features=flat.shape[-1], initializer=self.initializer,
+                    precision=self.dense_precision, name="collapse")(flat)
     if self.pool == "oneshot":
-      h = nn.silu(_conv(self.pool_channels, 3, 1, self.dtype, name="collapse_conv")(h))
+      h = nn.silu(_conv(m, 3, 1, self.dtype, in_features=m, name="collapse_conv", **kw)(h))
+      kernel_init, bias_init = initializers(self.initializer, m * grid * grid)
       h = nn.Conv(c, (grid, grid), strides=(grid, grid), padding="VALID", dtype=self.dtype,
-                  param_dtype=jnp.float32, name="collapse")(h)
+                  param_dtype=jnp.float32, precision=PRECISIONS[self.conv_precision],
+                  kernel_init=kernel_init, bias_init=bias_init, name="collapse")(h)
       return h.reshape(n, c)
     if self.pool == "progressive":
-      steps = _progressive_steps(grid)
-      for i in range(steps):
-        h = DownBlock(c if i == steps - 1 else self.pool_channels, self.dtype,
-                      name=f"collapse_{i}")(h)
+      # conv3x3 + SiLU, one residual down block per halving to 1x1, then a
+      # 1x1 projection to the code width when it differs from the map's.
+      h = nn.silu(_conv(m, 3, 1, self.dtype, in_features=m, name="collapse_conv", **kw)(h))
+      for i in range(_progressive_steps(grid)):
+        h = DownBlock(m, self.dtype, name=f"collapse_{i}", **kw)(h)
+      if c != m:
+        h = _conv(c, 1, 1, self.dtype, in_features=m, name="collapse_proj", **kw)(h)
       return h.reshape(n, c)
     raise ValueError(f"Unknown pool {self.pool!r}; valid: {', '.join(POOL_KINDS)}.")
 
@@ -216,33 +320,45 @@ class Decoder(nn.Module):
   pool: str = "mlp"
   pool_channels: int = 128
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  conv_precision: str = "default"
+  dense_precision: str = "highest"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     grid = self.image_size // DOWNSAMPLE
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
     h = z.astype(self.dtype)
     if self.latent != "spatial":
       h = self._expand(h, grid)
-    h = UpBlock(2 * self.hidden, self.dtype)(h)
-    h = UpBlock(self.hidden, self.dtype)(h)
-    h = UpsampleConv(self.image_channels, self.dtype, name="to_image")(h)
+    h = UpBlock(2 * self.hidden, self.dtype, **kw)(h)
+    h = UpBlock(self.hidden, self.dtype, **kw)(h)
+    h = UpsampleConv(self.image_channels, self.dtype, name="to_image", **kw)(h)
     return nn.sigmoid(h.astype(jnp.float32))
 
   def _expand(self, z: jax.Array, grid: int) -> jax.Array:
-    n = z.shape[0]
+    n, c = z.shape
     m = self.pool_channels
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
     if self.pool == "mlp":
-      h = nn.Dense(grid * grid * m, dtype=self.dtype, param_dtype=jnp.float32, name="expand")(z)
-      return h.reshape(n, grid, grid, m)
+      # Linear, then SiLU (the published expand).
+      h = _dense(grid * grid * m, self.dtype, in_features=c, initializer=self.initializer,
+                 precision=self.dense_precision, name="expand")(z)
+      return nn.silu(h.reshape(n, grid, grid, m))
     if self.pool == "oneshot":
+      # Transposed convolution (kernel = stride = grid), then SiLU; nothing else.
+      kernel_init, bias_init = initializers(self.initializer, m * grid * grid, transposed=True)
       h = nn.ConvTranspose(m, (grid, grid), strides=(grid, grid), padding="VALID",
                            dtype=self.dtype, param_dtype=jnp.float32,
-                           name="expand")(z.reshape(n, 1, 1, -1))
-      return _conv(m, 3, 1, self.dtype, name="expand_conv")(nn.silu(h))
+                           precision=PRECISIONS[self.conv_precision], kernel_init=kernel_init,
+                           bias_init=bias_init, name="expand")(z.reshape(n, 1, 1, c))
+      return nn.silu(h)
     if self.pool == "progressive":
-      h = z.reshape(n, 1, 1, -1)
+      h = z.reshape(n, 1, 1, c)
+      if c != m:
+        h = nn.silu(_conv(m, 1, 1, self.dtype, in_features=c, name="expand_proj", **kw)(h))
       for i in range(_progressive_steps(grid)):
-        h = UpBlock(m, self.dtype, name=f"expand_{i}")(h)
+        h = UpBlock(m, self.dtype, name=f"expand_{i}", **kw)(h)
       return h
     raise ValueError(f"Unknown pool {self.pool!r}; valid: {', '.join(POOL_KINDS)}.")
 
@@ -258,12 +374,20 @@ class Autoencoder(nn.Module):
   pool: str = "mlp"
   pool_channels: int = 128
   dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  conv_precision: str = "default"
+  dense_precision: str = "highest"
+  norm_running_variance: str = "unbiased"
 
   def setup(self):
     _validate(self.image_size, self.image_channels, self.latent, self.pool)
+    _validate_options(self.initializer, self.conv_precision, self.dense_precision,
+                      self.norm_running_variance)
     shared = dict(hidden=self.hidden, latent_channels=self.latent_channels, latent=self.latent,
-                  pool=self.pool, pool_channels=self.pool_channels, dtype=self.dtype)
-    self.encoder = Encoder(**shared)
+                  pool=self.pool, pool_channels=self.pool_channels, dtype=self.dtype,
+                  initializer=self.initializer, conv_precision=self.conv_precision,
+                  dense_precision=self.dense_precision)
+    self.encoder = Encoder(norm_running_variance=self.norm_running_variance, **shared)
     self.decoder = Decoder(image_size=self.image_size, image_channels=self.image_channels, **shared)
 
   def encode(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -329,6 +453,18 @@ def _validate(image_size: int, image_channels: int, latent: str, pool: str) -> N
       _progressive_steps(image_size // DOWNSAMPLE)
 
 
+def _validate_options(initializer: str, conv_precision: str, dense_precision: str,
+                      norm_running_variance: str) -> None:
+  if initializer not in INITS:
+    raise ValueError(f"Unknown model.init {initializer!r}; valid: {', '.join(INITS)}.")
+  for field, value in (("conv_precision", conv_precision), ("dense_precision", dense_precision)):
+    if value not in PRECISIONS:
+      raise ValueError(f"Unknown model.{field} {value!r}; valid: {', '.join(PRECISIONS)}.")
+  if norm_running_variance not in NORM_VARIANCES:
+    raise ValueError(f"Unknown model.norm_running_variance {norm_running_variance!r}; "
+                     f"valid: {', '.join(NORM_VARIANCES)}.")
+
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -337,12 +473,22 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
 
   Expected fields: `hidden`, `latent_channels`, `latent`, and optionally
   `pool`, `pool_channels`, `dtype` ('float32' or 'bfloat16': the compute
-  dtype; parameters are always float32).
+  dtype; parameters are always float32), `init` ('pytorch' | 'flax'),
+  `conv_precision` / `dense_precision` ('default' | 'high' | 'highest': the
+  matmul precision of convolutions and dense layers; on GPUs 'default' lets
+  XLA use TF32, as cuDNN convolutions do under PyTorch's defaults, while
+  PyTorch runs its linear layers in full float32, hence 'highest'), and
+  `norm_running_variance` ('unbiased' as PyTorch | 'biased').
   """
   dtype_name = config.get("dtype", "float32")
   if dtype_name not in DTYPES:
     raise ValueError(f"Unknown model dtype {dtype_name!r}; valid: {', '.join(DTYPES)}.")
   _validate(image_size, image_channels, config.latent, config.get("pool", "mlp"))
+  options = dict(initializer=config.get("init", "pytorch"),
+                 conv_precision=config.get("conv_precision", "default"),
+                 dense_precision=config.get("dense_precision", "highest"),
+                 norm_running_variance=config.get("norm_running_variance", "unbiased"))
+  _validate_options(**options)
   return Autoencoder(
       hidden=config.hidden,
       latent_channels=config.latent_channels,
@@ -352,6 +498,7 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
       pool=config.get("pool", "mlp"),
       pool_channels=config.get("pool_channels", 128),
       dtype=DTYPES[dtype_name],
+      **options,
   )
 
 

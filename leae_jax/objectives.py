@@ -17,10 +17,15 @@ uses is the judge mode:
 * `step_frozen`: the current encoder params under `stop_gradient` — gradient
   still flows through J's *input* (the reconstruction) but never into J's
   parameters, so the decoder has to fix its artefacts instead of the encoder
-  learning to ignore them. No second copy is kept;
-* `live`: the current encoder params, gradient flowing through them too;
+  learning to ignore them. No second copy is kept. The target `J(T(x))`
+  carries no gradient;
+* `live`: the published live runs: the current encoder params with gradient
+  flowing through them *and through both sides* of every agreement term (the
+  target `J(T(x))` is not detached either);
+* `live_stop_target`: live judge parameters but a detached target — a
+  variant of ours, not a published run;
 * `ema`: an exponential moving average of the encoder carried in the train
-  state (`update_ema`), under `stop_gradient`.
+  state (`update_ema`), under `stop_gradient`; target detached.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from leae_jax import views as views_lib
 PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
-JUDGES = ("step_frozen", "live", "ema")
+JUDGES = ("step_frozen", "live", "live_stop_target", "ema")
 
 
 # ---------------------------------------------------------------------------
@@ -85,7 +90,7 @@ def judge_params_for(mode: str, params: PyTree, ema_params: PyTree | None = None
   """The encoder parameters the judge uses under judge `mode`."""
   if mode == "step_frozen":
     return jax.lax.stop_gradient(params["encoder"])
-  if mode == "live":
+  if mode in ("live", "live_stop_target"):
     return params["encoder"]
   if mode == "ema":
     if ema_params is None:
@@ -102,6 +107,11 @@ def init_ema(params: PyTree) -> PyTree:
 def update_ema(ema_params: PyTree, encoder_params: PyTree, decay: float) -> PyTree:
   """`decay · ema + (1 − decay) · encoder`, leaf by leaf."""
   return optax.incremental_update(encoder_params, ema_params, step_size=1.0 - decay)
+
+
+def target_carries_gradient(mode: str) -> bool:
+  """Whether the target side `J(T(x))` back-propagates under judge `mode` (only `live`)."""
+  return mode == "live"
 
 
 def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -126,6 +136,9 @@ class SigregSpec:
                              num_knots=self.num_knots, t_max=self.t_max)
 
 
+SIGREG_ON = ("code", "views")
+
+
 def self_teaching_loss(
     model: models.Autoencoder,
     params: PyTree,
@@ -137,36 +150,64 @@ def self_teaching_loss(
     views: Sequence[tuple[views_lib.View, float]],
     plain_weight: float = 0.0,
     sigreg: SigregSpec = SigregSpec(),
+    target_gradient: bool = False,
+    sigreg_on: str = "code",
 ) -> tuple[jax.Array, dict]:
-  """`mean_T w_T ||J(T(x)) − J(T(x̂))||² + plain · ||J(x) − J(x̂)||² + λ SIGReg(z)`.
+  """Latent agreement under views, plus `λ SIGReg`.
 
-  `judge_params` are used as given (choose them with `judge_params_for`); the
-  target side `J(T(x))` never carries gradient. The view mean is weighted by
-  the `w_T` and normalised by their sum.
+  With views `T` (weights `w_T`) and a plain (untransformed) term of weight
+  `p`, the agreement is the published detail-stack form
+
+      A = (Σ_T w_T ||J(T(x)) − J(T(x̂))||² / Σ_T w_T  +  p · ||J(x) − J(x̂)||²) / (1 + p)
+
+  i.e. the view mean when `p = 0`, and the plain term alone when there are no
+  views. `judge_params` are used as given (choose them with
+  `judge_params_for`); the target side `J(T(x))` carries no gradient unless
+  `target_gradient` (the published live judge).
+
+  SIGReg is taken on the clean code `z = E(x)` (`sigreg_on='code'`, every
+  step-frozen and EMA run) or, as in the published live-judge runs, on the
+  judge's codes of both sides of every comparison (`'views'`): the mean over
+  compared pairs of `SIGReg(J(T(x))) + SIGReg(J(T(x̂)))`, each call with its
+  own random directions.
   """
   if not views and plain_weight <= 0:
     raise ValueError("self_teaching needs at least one view or a positive plain_weight.")
+  if sigreg_on not in SIGREG_ON:
+    raise ValueError(f"Unknown sigreg_on {sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
   k_sigreg, k_views = jax.random.split(key)
   codes, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
   recon = decode(model, params["decoder"], codes)
   judge = make_judge(model, judge_params, batch_stats)
+  detach = (lambda t: t) if target_gradient else jax.lax.stop_gradient
+  pair_codes = []
 
   def agreement(x: jax.Array, x_hat: jax.Array) -> jax.Array:
-    return _mse(jax.lax.stop_gradient(judge(x)), judge(x_hat))
+    target, judged = judge(x), judge(x_hat)
+    pair_codes.append((target, judged))
+    return _mse(detach(target), judged)
 
   parts = {}
-  latent_agreement = jnp.zeros((), jnp.float32)
+  view_mean = jnp.zeros((), jnp.float32)
   total_weight = sum(w for _, w in views)
   for i, (view, weight) in enumerate(views):
     tx, tx_hat = view.pair(jax.random.fold_in(k_views, i), images, recon)
     term = agreement(tx, tx_hat)
     parts[f"agree/{view.name}"] = term
-    latent_agreement += weight / total_weight * term
+    view_mean += weight / total_weight * term
   if plain_weight > 0:
     parts["agree/plain"] = agreement(images, recon)
-    latent_agreement += plain_weight * parts["agree/plain"]
+    latent_agreement = (parts["agree/plain"] if not views else
+                        (view_mean + plain_weight * parts["agree/plain"]) / (1.0 + plain_weight))
+  else:
+    latent_agreement = view_mean
 
-  sig = sigreg(codes, k_sigreg)
+  if sigreg_on == "code":
+    sig = sigreg(codes, k_sigreg)
+  else:
+    sig = sum(sigreg(a, jax.random.fold_in(k_sigreg, 2 * i))
+              + sigreg(b, jax.random.fold_in(k_sigreg, 2 * i + 1))
+              for i, (a, b) in enumerate(pair_codes)) / len(pair_codes)
   loss = latent_agreement + sigreg.weight * sig
   parts.update(loss=loss, latent_agreement=latent_agreement, sigreg=sig)
   return loss, dict(parts=parts, batch_stats=new_stats, images=dict(reconstruction=recon))
@@ -183,31 +224,41 @@ def masked_self_teaching_loss(
     crop: views_lib.View,
     mask: views_lib.View,
     sigreg: SigregSpec = SigregSpec(),
+    target_gradient: bool = False,
+    masked_updates_norm: bool = True,
 ) -> tuple[jax.Array, dict]:
   """The symmetric clean/masked objective.
 
   `x̂_c = D(E(x))`, `x̂_m = D(E(mask(x)))`, one shared crop `c`:
   `(||J(x̂_c) − J(x̂_m)||² + ||J(c(x)) − J(c(x̂_c))||² + ||J(c(x)) − J(c(x̂_m))||²)/3
-  + λ/2 (SIGReg(E(x)) + SIGReg(E(mask(x))))`. Only the clean batch updates the
-  normalisation statistics.
+  + λ/2 (SIGReg(E(x)) + SIGReg(E(mask(x))))`.
+
+  As published: the consistency term back-propagates into both branches; the
+  two SIGReg terms draw their own random directions; and both encoder passes
+  run in training mode, so the running normalisation statistics move twice
+  per step, first towards the clean batch and then towards the masked one
+  (`masked_updates_norm=False`: from the clean batch only). The judge always
+  uses the statistics of the batch it judges and never moves them.
   """
   k_mask, k_crop, k_sigreg = jax.random.split(key, 3)
   mask_params = mask.sample(k_mask, images.shape)
   masked = mask.transform(mask_params, images)
-  z_clean, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
-  z_masked, _ = encode(model, params["encoder"], batch_stats, masked, train=True)
+  z_clean, clean_stats = encode(model, params["encoder"], batch_stats, images, train=True)
+  z_masked, both_stats = encode(model, params["encoder"], clean_stats, masked, train=True)
+  new_stats = both_stats if masked_updates_norm else clean_stats
   recon_clean = decode(model, params["decoder"], z_clean)
   recon_masked = decode(model, params["decoder"], z_masked)
   judge = make_judge(model, judge_params, batch_stats)
+  detach = (lambda t: t) if target_gradient else jax.lax.stop_gradient
 
   crop_params = crop.sample(k_crop, images.shape)
-  target = jax.lax.stop_gradient(judge(crop.transform(crop_params, images)))
+  target = detach(judge(crop.transform(crop_params, images)))
   consistency = _mse(judge(recon_clean), judge(recon_masked))
   clean_crop = _mse(target, judge(crop.transform(crop_params, recon_clean)))
   masked_crop = _mse(target, judge(crop.transform(crop_params, recon_masked)))
   latent_agreement = (consistency + clean_crop + masked_crop) / 3.0
-  # One key: both code sets are tested along the same directions.
-  sig = 0.5 * (sigreg(z_clean, k_sigreg) + sigreg(z_masked, k_sigreg))
+  k_sig_clean, k_sig_masked = jax.random.split(k_sigreg)
+  sig = 0.5 * (sigreg(z_clean, k_sig_clean) + sigreg(z_masked, k_sig_masked))
   loss = latent_agreement + sigreg.weight * sig
   parts = dict(loss=loss, latent_agreement=latent_agreement, sigreg=sig,
                consistency=consistency, clean_crop=clean_crop, masked_crop=masked_crop)
@@ -292,7 +343,8 @@ class Objective:
     if self.judge is None:
       return self.fn(params, batch_stats, images, key)
     judge_params = judge_params_for(self.judge, params, ema_params)
-    return self.fn(params, batch_stats, images, key, judge_params=judge_params)
+    return self.fn(params, batch_stats, images, key, judge_params=judge_params,
+                   target_gradient=target_carries_gradient(self.judge))
 
 
 OBJECTIVES = ("self_teaching", "masked_self_teaching", "mse", "masked_mse")
@@ -342,7 +394,8 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
   Fields (all optional but `name`): `views`, `view_weights`, `view_args`
   (per-view keyword arguments, e.g. `{'crop_resize': {'crop_ratio': 0.15}}`),
   `plain_weight`, `sigreg_weight`, `sigreg_slices`, `sigreg_knots`,
-  `sigreg_t_max`, `judge`, `ema_decay`, `mask_ratio` (masked objectives),
+  `sigreg_t_max`, `sigreg_on`, `judge`, `ema_decay`, `mask_ratio` and
+  `masked_updates_norm` (masked objectives),
   `crop_view` (masked_self_teaching's shared view, default `crop_resize`).
   """
   name = config.get("name", None)
@@ -353,14 +406,19 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
     views, plain_weight = parse_views(config), float(config.get("plain_weight", 0.0))
     if not views and plain_weight <= 0:
       raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
-    fn = bind(self_teaching_loss, views=views, plain_weight=plain_weight, sigreg=sigreg_spec(config))
+    sigreg_on = config.get("sigreg_on", "code")
+    if sigreg_on not in SIGREG_ON:
+      raise ValueError(f"Unknown objective.sigreg_on {sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
+    fn = bind(self_teaching_loss, views=views, plain_weight=plain_weight, sigreg=sigreg_spec(config),
+              sigreg_on=sigreg_on)
     return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
 
   if name == "masked_self_teaching":
     judge = _check_judge(config)
     mask = views_lib.get_view("inpaint", mask_ratio=float(config.get("mask_ratio", 0.35)))
     crop = _view(config.get("crop_view", "crop_resize"), config.get("view_args", None))
-    fn = bind(masked_self_teaching_loss, crop=crop, mask=mask, sigreg=sigreg_spec(config))
+    fn = bind(masked_self_teaching_loss, crop=crop, mask=mask, sigreg=sigreg_spec(config),
+              masked_updates_norm=bool(config.get("masked_updates_norm", True)))
     return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
 
   if name == "mse":

@@ -27,9 +27,6 @@ import jax.numpy as jnp
 Params = Any
 Shape = tuple[int, ...]
 
-# Rec. 601 luma weights: the grey level the saturation / contrast views pivot on.
-_LUMA = (0.299, 0.587, 0.114)
-
 
 @dataclasses.dataclass(frozen=True)
 class View:
@@ -121,21 +118,23 @@ def _check_ratio(name: str, ratio: float) -> None:
 
 
 def box_filter(images: jax.Array, kernel_size: int) -> jax.Array:
-  """Mean over a `kernel_size` square window, edge-padded ('same' output)."""
-  if kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+  """Sum over a `kernel_size` square window with zero padding, divided by `kernel_size²`.
+
+  'same' output size, per channel. Near the border the zeros count in the
+  mean (the window is always divided by k²), so borders darken, exactly as
+  a PyTorch `conv2d` with a constant kernel and `padding=k//2`.
+  """
+  _check_odd(kernel_size)
   r = kernel_size // 2
-  x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+  x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)))
   # Separable: one pass along each axis, O(k) per pixel instead of O(k²).
   x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kernel_size, 1, 1), (1, 1, 1, 1), "VALID")
   x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, kernel_size, 1), (1, 1, 1, 1), "VALID")
   return x / (kernel_size * kernel_size)
 
 
-def luminance(images: jax.Array) -> jax.Array:
-  """`(N, H, W, 1)` grey level (the image itself for one channel)."""
-  if images.shape[-1] == 3:
-    return jnp.tensordot(images, jnp.asarray(_LUMA, images.dtype), axes=[[-1], [0]])[..., None]
+def grey_level(images: jax.Array) -> jax.Array:
+  """`(N, H, W, 1)` grey level: the plain mean over channels (as published, not luma)."""
   return jnp.mean(images, axis=-1, keepdims=True)
 
 
@@ -172,10 +171,12 @@ def resample(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
 
 @register("crop_resize")
 def crop_resize(crop_ratio: float | tuple[float, float] = 0.5) -> View:
-  """Random square crop of side `round(r · min(H, W))`, resized back bilinearly.
+  """Random square crop of side `max(1, floor(r · min(H, W)))`, resized back bilinearly.
 
-  `crop_ratio` is a fixed ratio r, or a `(low, high)` range from which r is
-  drawn uniformly per image.
+  `crop_ratio` is a fixed ratio r (the published runs), or a `(low, high)`
+  range from which r is drawn uniformly per image. The side is rounded down,
+  as the reference does (`int(min(H, W) · r)`): CIFAR at r = 0.15 crops 4
+  pixels, not 5. The box's corner is uniform over the positions that fit.
   """
   lo, hi = (crop_ratio, crop_ratio) if isinstance(crop_ratio, (int, float)) else tuple(crop_ratio)
   if not 0.0 < lo <= hi <= 1.0:
@@ -185,7 +186,8 @@ def crop_resize(crop_ratio: float | tuple[float, float] = 0.5) -> View:
     n, h, w = shape[:3]
     k_ratio, k_top, k_left = jax.random.split(key, 3)
     ratio = jax.random.uniform(k_ratio, (n,), minval=lo, maxval=hi)
-    side = jnp.clip(jnp.round(ratio * min(h, w)), 1, min(h, w)).astype(jnp.int32)
+    # A hair of slack so that a ratio like 0.3 · 10 = 2.9999999 in float32 floors to 3.
+    side = jnp.clip(jnp.floor(ratio * min(h, w) + 1e-4), 1, min(h, w)).astype(jnp.int32)
     top = jnp.floor(jax.random.uniform(k_top, (n,)) * (h - side + 1)).astype(jnp.int32)
     left = jnp.floor(jax.random.uniform(k_left, (n,)) * (w - side + 1)).astype(jnp.int32)
     return dict(top=top, left=left, side=side)
@@ -205,12 +207,12 @@ def crop_resize(crop_ratio: float | tuple[float, float] = 0.5) -> View:
 
 @register("pixel_mask")
 def pixel_mask(ratio: float = 0.7) -> View:
-  """Zeroes exactly `round(ratio · H · W)` random pixels (all channels) per image."""
+  """Zeroes exactly `floor(ratio · H · W)` random pixels (all channels) per image."""
   _check_ratio("pixel_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     n, h, w = shape[:3]
-    drop = _exact_count_mask(key, (n, h, w, 1), round(ratio * h * w))
+    drop = _exact_count_mask(key, (n, h, w, 1), int(ratio * h * w))
     return (~drop).astype(jnp.float32)
 
   return View("pixel_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
@@ -218,7 +220,7 @@ def pixel_mask(ratio: float = 0.7) -> View:
 
 @register("patch_mask")
 def patch_mask(ratio: float = 0.7, patch_size: int = 4) -> View:
-  """Zeroes exactly `round(ratio · #patches)` random `patch_size²` patches per image."""
+  """Zeroes exactly `floor(ratio · #patches)` random `patch_size²` patches per image."""
   _check_ratio("patch_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
@@ -226,7 +228,7 @@ def patch_mask(ratio: float = 0.7, patch_size: int = 4) -> View:
     if h % patch_size or w % patch_size:
       raise ValueError(f"patch_mask: image {h}x{w} is not divisible into {patch_size}x{patch_size} patches.")
     gh, gw = h // patch_size, w // patch_size
-    drop = _exact_count_mask(key, (n, gh, 1, gw, 1, 1), round(ratio * gh * gw))
+    drop = _exact_count_mask(key, (n, gh, 1, gw, 1, 1), int(ratio * gh * gw))
     drop = jnp.broadcast_to(drop, (n, gh, patch_size, gw, patch_size, 1)).reshape(n, h, w, 1)
     return (~drop).astype(jnp.float32)
 
@@ -234,17 +236,23 @@ def patch_mask(ratio: float = 0.7, patch_size: int = 4) -> View:
 
 
 @register("channel_mask")
-def channel_mask(ratio: float = 0.7) -> View:
-  """Zeroes `round(ratio · C)` whole colour channels per image, keeping at least one.
+def channel_mask(ratio: float = 0.7, at_least_one: bool = False) -> View:
+  """Zeroes each colour channel of each image independently with probability `ratio`.
 
-  With one channel nothing can be dropped without erasing the image, so the
-  view is the identity on grayscale input.
+  As published: the number of dropped channels is Binomial(C, ratio), so at
+  0.7 on RGB about a third of the images (0.7³) lose every channel and become
+  black, and on one-channel images the view blanks 70 % of the batch.
+  `at_least_one=True` (an option, not the reference) instead drops exactly
+  `min(round(ratio · C), C − 1)` channels, so every image keeps one.
   """
   _check_ratio("channel_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     n, c = shape[0], shape[-1]
-    drop = _exact_count_mask(key, (n, 1, 1, c), min(round(ratio * c), c - 1))
+    if at_least_one:
+      drop = _exact_count_mask(key, (n, 1, 1, c), min(round(ratio * c), c - 1))
+    else:
+      drop = jax.random.uniform(key, (n, 1, 1, c)) <= ratio
     return (~drop).astype(jnp.float32)
 
   return View("channel_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
@@ -261,7 +269,8 @@ def inpaint(mask_ratio: float = 0.35) -> View:
 
   def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
     n, h, w = shape[:3]
-    side = min(h, w, max(0, round(math.sqrt(mask_ratio * h * w))))
+    # The reference's side: round(√ratio · min(H, W)), at least one pixel.
+    side = min(h, w, max(1, int(round(math.sqrt(mask_ratio) * min(h, w)))))
     k_top, k_left = jax.random.split(key)
     top = jax.random.randint(k_top, (n, 1, 1, 1), 0, h - side + 1)
     left = jax.random.randint(k_left, (n, 1, 1, 1), 0, w - side + 1)
@@ -279,7 +288,11 @@ def inpaint(mask_ratio: float = 0.35) -> View:
 
 
 # ---------------------------------------------------------------------------
-# The detail stack: deterministic filters.
+# The detail stack: deterministic filters, as published. Every filter works on
+# zero-padded borders ('same' convolutions with zero padding, as PyTorch's
+# `padding=k//2`); "grey" is the plain mean over channels; the single-channel
+# filters (sobel, local_contrast) are repeated over the image's channels; and
+# the per-image normalisations divide by a maximum over the image's pixels.
 
 
 @register("identity")
@@ -288,63 +301,98 @@ def identity() -> View:
   return deterministic("identity", lambda images: images)
 
 
+def _max_over_pixels(x: jax.Array) -> jax.Array:
+  """Per-image, per-channel maximum over H and W, kept ≥ 1e-6 (the reference's clamp)."""
+  return jnp.maximum(jnp.max(x, axis=(1, 2), keepdims=True), 1e-6)
+
+
+def _check_odd(kernel_size: int) -> None:
+  if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+
+
 @register("blur")
 def blur(kernel_size: int = 11) -> View:
-  """Box blur with a `kernel_size` square window."""
-  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)  # validate eagerly
-  return deterministic("blur", lambda images: box_filter(images, kernel_size))
+  """Heavy box blur: `box_filter(x, kernel_size)` clamped to [0, 1]."""
+  _check_odd(kernel_size)
+  return deterministic("blur", lambda images: jnp.clip(box_filter(images, kernel_size), 0.0, 1.0))
 
 
 @register("saturation_contrast")
 def saturation_contrast(saturation: float = 1.8, contrast: float = 1.4) -> View:
-  """Saturation ×`saturation` around the grey level, then contrast ×`contrast` around the mean grey."""
+  """Saturation ×`saturation` around the channel-mean grey, then contrast ×`contrast`.
+
+  The contrast pivots on each channel's own spatial mean (per image and
+  channel, not the grey mean); the result is clamped to [0, 1].
+  """
 
   def fn(images: jax.Array) -> jax.Array:
-    grey = luminance(images)
+    grey = grey_level(images)
     x = grey + saturation * (images - grey)
-    mean = jnp.mean(luminance(x), axis=(1, 2, 3), keepdims=True)
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
     return jnp.clip(mean + contrast * (x - mean), 0.0, 1.0)
 
   return deterministic("saturation_contrast", fn)
 
 
+def _conv_grey(grey: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3 cross-correlation of a `(N, H, W, 1)` map with zero padding."""
+  return jax.lax.conv_general_dilated(grey, kernel[:, :, None, None], (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
 @register("sobel")
 def sobel() -> View:
-  """Per-channel Sobel gradient magnitude, scaled to [0, 1]."""
+  """Sobel edge magnitude of the grey image, divided by its per-image maximum.
+
+  `sqrt(gx² + gy² + 1e-6)` (the epsilon keeps the gradient finite on flat
+  regions), normalised so the strongest edge of each image is 1, repeated
+  over the channels, clamped to [0, 1].
+  """
 
   def fn(images: jax.Array) -> jax.Array:
-    x = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    h, w = images.shape[1:3]
-    s = lambda dy, dx: x[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-    gx = (s(-1, 1) + 2 * s(0, 1) + s(1, 1)) - (s(-1, -1) + 2 * s(0, -1) + s(1, -1))
-    gy = (s(1, -1) + 2 * s(1, 0) + s(1, 1)) - (s(-1, -1) + 2 * s(-1, 0) + s(-1, 1))
-    # eps keeps the gradient of sqrt finite on flat regions; 4√2 is the largest
-    # magnitude a [0, 1] image can produce.
-    return jnp.sqrt(gx * gx + gy * gy + 1e-8) / (4.0 * math.sqrt(2.0))
+    grey = grey_level(images)
+    kx = jnp.asarray(_SOBEL_X, images.dtype)
+    gx, gy = _conv_grey(grey, kx), _conv_grey(grey, kx.T)
+    magnitude = jnp.sqrt(gx * gx + gy * gy + 1e-6)
+    magnitude = magnitude / _max_over_pixels(magnitude)
+    return jnp.clip(jnp.broadcast_to(magnitude, images.shape), 0.0, 1.0)
 
   return deterministic("sobel", fn)
 
 
 @register("high_pass")
 def high_pass(kernel_size: int = 5) -> View:
-  """Absolute high-pass residual `|x − blur(x)|`."""
-  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)
-  return deterministic("high_pass", lambda images: jnp.abs(images - box_filter(images, kernel_size)))
+  """`|x − box_filter(x)|` per channel, divided by its per-image, per-channel maximum."""
+  _check_odd(kernel_size)
+
+  def fn(images: jax.Array) -> jax.Array:
+    residual = jnp.abs(images - box_filter(images, kernel_size))
+    return jnp.clip(residual / _max_over_pixels(residual), 0.0, 1.0)
+
+  return deterministic("high_pass", fn)
 
 
 @register("local_contrast")
-def local_contrast(kernel_size: int = 9, epsilon: float = 0.05) -> View:
-  """Local contrast normalisation `(x − μ)/√(σ² + ε²)` over a window, squashed by a sigmoid.
+def local_contrast(kernel_size: int = 5, epsilon: float = 1e-4) -> View:
+  """Local contrast normalisation of the grey image, mapped to [0, 1].
 
-  The sigmoid keeps the view in the [0, 1] range the encoder is trained on;
-  `epsilon` stops flat regions from amplifying noise.
+  `c = g − box(g)`, `n = c / sqrt(box(c²) + epsilon)`, divided by the
+  per-image maximum of |n|, then `(n + 1)/2`, repeated over the channels and
+  clamped to [0, 1].
   """
-  box_filter(jnp.zeros((1, 1, 1, 1)), kernel_size)
+  _check_odd(kernel_size)
 
   def fn(images: jax.Array) -> jax.Array:
-    mu = box_filter(images, kernel_size)
-    var = jnp.maximum(box_filter(images * images, kernel_size) - mu * mu, 0.0)
-    return jax.nn.sigmoid((images - mu) / jnp.sqrt(var + epsilon * epsilon))
+    grey = grey_level(images)
+    centred = grey - box_filter(grey, kernel_size)
+    normalised = centred / jnp.sqrt(box_filter(centred * centred, kernel_size) + epsilon)
+    normalised = normalised / _max_over_pixels(jnp.abs(normalised))
+    return jnp.clip(jnp.broadcast_to(0.5 * (normalised + 1.0), images.shape), 0.0, 1.0)
 
   return deterministic("local_contrast", fn)
 
