@@ -270,7 +270,8 @@ def inpaint(mask_ratio: float = 0.35) -> View:
   def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
     n, h, w = shape[:3]
     # The reference's side: round(√ratio · min(H, W)), at least one pixel.
-    side = min(h, w, max(1, int(round(math.sqrt(mask_ratio) * min(h, w)))))
+    # (A ratio of 0 means no hole at all.)
+    side = 0 if mask_ratio == 0 else min(h, w, max(1, int(round(math.sqrt(mask_ratio) * min(h, w)))))
     k_top, k_left = jax.random.split(key)
     top = jax.random.randint(k_top, (n, 1, 1, 1), 0, h - side + 1)
     left = jax.random.randint(k_left, (n, 1, 1, 1), 0, w - side + 1)

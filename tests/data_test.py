@@ -78,50 +78,67 @@ def test_shapes_is_deterministic_per_index_seed_and_split():
   assert not np.array_equal(first, data.get_source("shapes", "train", shapes_seed=1)[7]["image"])
 
 
-def _check_shape_geometry(image: np.ndarray, label: int) -> None:
-  ys, xs = np.nonzero(image)
-  top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
-  side = bottom - top + 1
-  assert side == right - left + 1, "shapes are symmetric"
-  radius = (side - 1) // 2
-  assert side % 2 == 1 and 3 <= radius <= 8
-  centre_lit = image[top + radius, left + radius] > 0
-  count = len(ys)
-  if label == 0:  # Filled circle: centre lit, corners of the bounding box empty.
-    assert centre_lit and count < side * side
-    assert count == pytest.approx(np.pi * radius**2, rel=0.25)
-  elif label == 1:  # Ring: hollow centre.
-    assert not centre_lit and count < np.pi * radius**2
-  else:  # Filled square fills its bounding box.
-    assert count == side * side
+def _reference_shape_masks() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+  """Every shape the published toy generator can draw on its 28×28 canvas.
+
+  Written from the reference's rules, independently of `data.ShapesSource`:
+  centre (cx, cy) in 5..22, radius 3..8; disc d ≤ r, ring |d − r| ≤ 1.5,
+  square |dx|, |dy| ≤ r (x = column, y = row), clipped at the border.
+  """
+  y, x = np.mgrid[0:28, 0:28].astype(np.float64)
+  masks, params = [], []
+  for kind in range(3):
+    for cx in range(5, 23):
+      for cy in range(5, 23):
+        for r in range(3, 9):
+          d = np.hypot(x - cx, y - cy)
+          if kind == 0:
+            m = d <= r
+          elif kind == 1:
+            m = np.abs(d - r) <= 1.5
+          else:
+            m = (np.abs(x - cx) <= r) & (np.abs(y - cy) <= r)
+          masks.append(m.ravel())
+          params.append((kind, cx, cy, r))
+  return np.stack(masks), params
 
 
-def test_shapes_images_have_expected_content():
+def test_shapes_follow_the_published_toy_distribution():
   source = data.get_source("shapes", "train")
-  labels = []
-  for index in range(300):
+  masks, params = _reference_shape_masks()
+  found, intensities = [], []
+  for index in range(200):
     record = source[index]
-    image, label = record["image"], int(record["label"])
+    image = record["image"]
     assert image.shape == (32, 32, 1) and image.dtype == np.float32
     assert record["label"].dtype == np.int32
-    values = np.unique(image)
-    # Black background plus exactly one shape intensity in [0.3, 1.0].
-    assert len(values) == 2 and values[0] == 0.0
-    assert 0.3 <= values[1] <= 1.0
-    assert np.count_nonzero(image) < 0.3 * image.size
-    _check_shape_geometry(image[:, :, 0], label)
-    labels.append(label)
-  counts = np.bincount(labels, minlength=3)
-  assert len(counts) == 3 and counts.min() > 50, counts
+    # A 28×28 canvas zero-padded by 2 px on every side.
+    assert not image[:2].any() and not image[-2:].any()
+    assert not image[:, :2].any() and not image[:, -2:].any()
+    canvas = image[2:30, 2:30, 0]
+    values = np.unique(canvas)
+    # Black background plus exactly one shape intensity in [0.3, 1.0).
+    assert len(values) == 2 and values[0] == 0.0 and 0.3 <= values[1] < 1.0
+    intensities.append(values[1])
+    match = np.flatnonzero((masks == (canvas > 0).ravel()).all(axis=1))
+    assert len(match) >= 1, f"record {index} is no shape the published generator draws"
+    kinds = {params[m][0] for m in match}
+    assert int(record["label"]) in kinds
+    found.append(params[match[0]])
+  kinds, cxs, cys, radii = map(np.array, zip(*found))
+  # Every kind, centre extreme and radius of the ranges occurs in 200 draws.
+  assert set(kinds) == {0, 1, 2} and set(radii) == set(range(3, 9))
+  assert cxs.min() <= 6 and cxs.max() >= 21 and cys.min() <= 6 and cys.max() >= 21
+  assert min(intensities) < 0.4 and max(intensities) > 0.9
 
 
-def test_shapes_other_image_size_scales_radius():
-  source = data.get_source("shapes", "train", image_size=64, num_records=50)
+def test_shapes_other_image_size_scales_the_geometry():
+  source = data.get_source("shapes", "train", image_size=56, num_records=50)
   assert len(source) == 50
-  image = source[0]["image"]
-  assert image.shape == (64, 64, 1)
-  assert (source.min_radius, source.max_radius) == (6, 16)
-  assert data.get_source("shapes", "train", image_size=28).max_radius == 8
+  assert source[0]["image"].shape == (56, 56, 1)
+  assert (source.min_radius, source.max_radius, source.margin) == (6, 16, 10)
+  native = data.get_source("shapes", "train", image_size=28)
+  assert (native.canvas, native.max_radius) == (28, 8)
 
 
 # --- loader -----------------------------------------------------------------
