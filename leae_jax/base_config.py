@@ -59,6 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       plain_weight=0.0,
       sigreg_weight=0.03,
       sigreg_on="code",  # "code": SIGReg(E(x)); "views": on the judge's codes (published live runs)
+      judge_updates_norm=False,  # judge encodes move the running statistics too (published toy)
       sigreg_slices=256,
       sigreg_knots=17,
       sigreg_t_max=3.0,

@@ -152,6 +152,7 @@ def self_teaching_loss(
     sigreg: SigregSpec = SigregSpec(),
     target_gradient: bool = False,
     sigreg_on: str = "code",
+    judge_updates_norm: bool = False,
 ) -> tuple[jax.Array, dict]:
   """Latent agreement under views, plus `λ SIGReg`.
 
@@ -170,6 +171,11 @@ def self_teaching_loss(
   judge's codes of both sides of every comparison (`'views'`): the mean over
   compared pairs of `SIGReg(J(T(x))) + SIGReg(J(T(x̂)))`, each call with its
   own random directions.
+
+  `judge_updates_norm`: the judge's encodes move the running normalisation
+  statistics too, in call order (target, then judged, view by view) after the
+  clean batch — what the published toy and early live runs did, whose judge
+  was the model itself in training mode. Off, only `E(x)` moves them.
   """
   if not views and plain_weight <= 0:
     raise ValueError("self_teaching needs at least one view or a positive plain_weight.")
@@ -181,6 +187,14 @@ def self_teaching_loss(
   judge = make_judge(model, judge_params, batch_stats)
   detach = (lambda t: t) if target_gradient else jax.lax.stop_gradient
   pair_codes = []
+  stats = [new_stats]
+
+  def judge_and_update(images: jax.Array) -> jax.Array:
+    z, stats[0] = encode(model, judge_params, stats[0], images, train=True)
+    return z
+
+  if judge_updates_norm:
+    judge = judge_and_update
 
   def agreement(x: jax.Array, x_hat: jax.Array) -> jax.Array:
     target, judged = judge(x), judge(x_hat)
@@ -210,7 +224,8 @@ def self_teaching_loss(
               for i, (a, b) in enumerate(pair_codes)) / len(pair_codes)
   loss = latent_agreement + sigreg.weight * sig
   parts.update(loss=loss, latent_agreement=latent_agreement, sigreg=sig)
-  return loss, dict(parts=parts, batch_stats=new_stats, images=dict(reconstruction=recon))
+  return loss, dict(parts=parts, batch_stats=jax.lax.stop_gradient(stats[0]),
+                    images=dict(reconstruction=recon))
 
 
 def masked_self_teaching_loss(
@@ -410,7 +425,7 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
     if sigreg_on not in SIGREG_ON:
       raise ValueError(f"Unknown objective.sigreg_on {sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
     fn = bind(self_teaching_loss, views=views, plain_weight=plain_weight, sigreg=sigreg_spec(config),
-              sigreg_on=sigreg_on)
+              sigreg_on=sigreg_on, judge_updates_norm=bool(config.get("judge_updates_norm", False)))
     return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
 
   if name == "masked_self_teaching":

@@ -512,3 +512,27 @@ def test_published_configs_carry_the_published_settings(name, arg, expected):
   assert flat["init"] == "pytorch" and flat["grad_clip_norm"] == 0.0
   for key, value in expected.items():
     assert flat[key] == value, (key, flat[key], value)
+
+
+def test_toy_judge_encodes_move_the_running_statistics_in_call_order(small):
+  # The published toy: E(x), E(m·x), E(m·x̂), all in training mode, each moving
+  # the running statistics in turn.
+  model, params, stats, x = small
+  key = jax.random.key(9)
+  config = ml_collections.ConfigDict(dict(name="self_teaching", views="pixel_mask", judge="live",
+                                          sigreg_on="views", judge_updates_norm=True,
+                                          sigreg_slices=16))
+  _, aux = objectives.create_objective(config, model)(params, stats, x, key)
+  variables = {"params": params, "batch_stats": stats}
+
+  def step(variables, images):
+    _, upd = model.apply(variables, images, train=True, method=model.encode, mutable=["batch_stats"])
+    return {"params": params, "batch_stats": upd["batch_stats"]}
+
+  mask = views.get_view("pixel_mask", ratio=0.7)
+  keep = mask.sample(jax.random.fold_in(jax.random.split(key)[1], 0), x.shape)
+  variables = step(variables, x)
+  recon = model.apply({"params": params}, _encode(model, params, stats, x), method=model.decode)
+  for images in (mask.transform(keep, x), mask.transform(keep, recon)):
+    variables = step(variables, images)
+  chex.assert_trees_all_close(aux["batch_stats"], variables["batch_stats"], rtol=1e-5, atol=1e-7)
