@@ -429,9 +429,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return results
 
   def save(step: int, force: bool = False) -> None:
-    # Never checkpoint a state whose loss went non-finite: check the steps
-    # not yet logged first (one device sync, only at checkpoint steps).
-    _check_finite(jax.device_get([{"loss": m["loss"]} for m in buffer]), step - len(buffer))
+    # Never checkpoint a state whose loss went non-finite: check the losses of
+    # the steps not yet logged first (one device sync, only at checkpoint
+    # steps); if one is bad, fetch every part of those steps to name them.
+    losses = jax.device_get([m["loss"] for m in buffer])
+    if not np.all(np.isfinite(losses)):
+      _check_finite(jax.device_get(buffer), step - len(buffer))
     ckpt.save(step, state, force=force)
 
   try:

@@ -143,9 +143,19 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 def test_injected_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   # NaN at step 7; checkpoints every 3 steps; logging every 5 would only see it
   # at step 10, so it must be caught before the checkpoint at step 9.
+  # The check before the step-8 milestone save finds it and, as on the logging
+  # path, names every part of that step (the poison multiplies the loss only).
   config = _tiny_config(debug_nan_step=7)
-  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss at step 7: .*loss=nan"):
+  with pytest.raises(train.NonFiniteLossError) as error:
     train.train_and_evaluate(config, str(tmp_path))
+  message = str(error.value)
+  assert message.startswith("Non-finite loss at step 7: "), message
+  parts = dict(p.split("=") for p in message.split(": ", 1)[1].split(". ")[0].split(", "))
+  assert set(parts) == {"agree/crop_resize", "grad_norm", "latent_agreement", "learning_rate",
+                        "loss", "sigreg"}, message
+  assert parts["loss"] == "nan" and parts["grad_norm"] == "nan"
+  assert np.isfinite(float(parts["latent_agreement"])) and np.isfinite(float(parts["sigreg"]))
+  assert float(parts["learning_rate"]) == pytest.approx(1e-3)
   assert max(finished_steps(tmp_path)) == 6
   state = restore_final(tmp_path)
   assert int(state.step) == 6
@@ -165,10 +175,28 @@ def test_incompatible_model_config_is_a_one_line_error(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
-def test_harmless_config_changes_resume(tmp_path):
-  train.train_and_evaluate(_tiny_config(num_train_steps=6), str(tmp_path))
-  result = train.train_and_evaluate(_tiny_config(num_train_steps=8, log_every_steps=2), str(tmp_path))
+def test_harmless_config_changes_resume(tmp_path, capsys):
+  # 6 steps, then more steps and another logging interval in the same workdir:
+  # the run continues from step 6 (it does not start again: metrics are not
+  # logged twice) and ends where a run of 8 steps from the start ends, so the
+  # resumed steps read batches 6 and 7, not a batch too far.
+  resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+  train.train_and_evaluate(_tiny_config(num_train_steps=6), str(resumed))
+  capsys.readouterr()
+  result = train.train_and_evaluate(_tiny_config(num_train_steps=8, log_every_steps=2), str(resumed))
   assert result["step"] == 8
+  assert "Resuming from the checkpoint at step 6." in capsys.readouterr().out
+  train.train_and_evaluate(_tiny_config(num_train_steps=8, log_every_steps=2), str(straight))
+  logged = [r["step"] for r in outputs.read_metrics(str(resumed)) if "train/loss" in r]
+  assert logged == [5, 6, 8]
+  a, b = restore_final(resumed), restore_final(straight)
+  a, b = jax.device_get(a), jax.device_get(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+  # The last logged losses agree too (step 8 summarises steps 7 and 8 in both runs).
+  np.testing.assert_allclose(last_train_record(resumed)["train/loss"],
+                             last_train_record(straight)["train/loss"], rtol=1e-6)
 
 
 def test_evaluate_restores_any_saved_step(tmp_path):

@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from leae_jax import data
 from leae_jax import evaluate
 from leae_jax import metrics
 from leae_jax import probe
+from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
 
 import helpers
@@ -77,10 +79,42 @@ def test_evaluate_a_short_shapes_run_returns_every_field(tmp_path):
                 "latent_std_median", "spectrum_png", "pca_png"):
     assert field in results, field
   assert results["num_images"] == 2000 and results["probe_train_examples"] == 400
-  assert 0 <= results["probe_accuracy"] <= 1 and 1 <= results["latent_effective_rank"] <= 64
-  assert results["latent_std_min"] <= results["latent_std_median"]
   assert os.path.exists(results["pca_png"]) and os.path.exists(results["spectrum_png"])
   assert json.load(open(os.path.join(workdir, "eval_6.json")))["psnr"] == results["psnr"]
+
+  # The latent numbers, recomputed from codes obtained independently: the
+  # restored model applied in inference mode to the test split and the first
+  # 400 training images, in order; statistics in float64 NumPy.
+  config = evaluate.load_config(workdir)
+  state = evaluate.restore_state(workdir, config, train.Trainer(config))
+  model = train.Trainer(config).model
+  encode = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                         x, train=False, method=model.encode))
+
+  def codes_and_labels(split, n):
+    batch = next(iter(data.iterate_once("shapes", split, batch_size=n, image_size=32)))
+    return np.asarray(encode(jnp.asarray(batch["image"])), np.float64), batch["label"]
+
+  test_codes, test_labels = codes_and_labels("test", 2000)
+  train_codes, train_labels = codes_and_labels("train", 400)
+  flat = test_codes.reshape(2000, -1)
+  eig = np.clip(np.linalg.eigvalsh(np.cov(flat, rowvar=False)), 0, None)
+  p = eig[eig > 0] / eig.sum()
+  assert results["latent_dim"] == flat.shape[1] == 4 * 4 * 4
+  np.testing.assert_allclose(results["latent_effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-3)
+  std = flat.std(axis=0)
+  np.testing.assert_allclose(results["latent_std_min"], std.min(), rtol=1e-4)
+  np.testing.assert_allclose(results["latent_std_median"], np.median(std), rtol=1e-4)
+  chunks = [test_codes[i:i + 256] for i in range(0, 2000 - 255, 256)]  # 7 full chunks
+  np.testing.assert_allclose(results["latent_sigreg"], np.mean(
+      [sigreg_lib.sigreg(jnp.asarray(c, jnp.float32), jax.random.key(config.seed)) for c in chunks]),
+                             rtol=1e-4)
+  # The probe: the same fit on these codes; a few borderline test images may
+  # flip between the two float paths, not more.
+  num_classes = data.dataset_info("shapes").num_classes
+  want = probe.linear_probe(train_codes, train_labels, test_codes, test_labels, num_classes)
+  assert abs(results["probe_accuracy"] - want["accuracy"]) <= 0.005, (results, want)
+  assert abs(results["probe_train_accuracy"] - want["train_accuracy"]) <= 0.005
 
 
 def test_masked_run_reports_hole_psnr_and_comparison_grid(tmp_path):

@@ -1,12 +1,16 @@
-"""Shared test helpers: tiny configs and small Fashion-MNIST IDX files."""
+"""Shared test helpers: tiny configs, small Fashion-MNIST IDX files, hand-derived objectives."""
 
 import gzip
 import os
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from leae_jax import base_config
+from leae_jax import sigreg as sigreg_lib
+from leae_jax import views
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -21,7 +25,10 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   c.eval_batches = 1
   c.num_train_steps = 10
   c.learning_rate = 1e-3
-  c.warmup_steps = 1
+  # Constant (the published schedule): every step, the first included, moves
+  # the params, so tests that take a few steps see the state really change.
+  c.lr_schedule = "constant"
+  c.warmup_steps = 0
   c.log_every_steps = 5
   c.eval_every_steps = 0
   c.checkpoint_every_steps = 1000
@@ -36,3 +43,106 @@ def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray) ->
     f.write(np.array([0x803, len(images), 28, 28], ">i4").tobytes() + images.astype(np.uint8).tobytes())
   with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
     f.write(np.array([0x801, len(labels)], ">i4").tobytes() + labels.astype(np.uint8).tobytes())
+
+
+# ---------------------------------------------------------------------------
+# Independent derivations of the objectives, written with `model.apply` only
+# (never the loss functions under test). They reuse the library's key schedule
+# (`split(key)` → SIGReg and view keys, `fold_in(k_views, i)` per view), its
+# views and its SIGReg statistic, which have tests of their own, so that the
+# random draws match; the method itself — which codes are compared, which
+# sides carry gradient, which statistics move — is spelled out here.
+
+
+def apply_encode(model, params, stats, images):
+  """Training-mode encoder output (x's own batch statistics), update discarded."""
+  return model.apply({"params": params, "batch_stats": stats}, images, train=True,
+                     method=model.encode, mutable=["batch_stats"])[0]
+
+
+def apply_decode(model, params, codes):
+  return model.apply({"params": params}, codes, method=model.decode)
+
+
+def judge_of(judge, params, ema=None):
+  """The judge's full params (its encoder; the decoder is never used by a judge)."""
+
+  enc = {"step_frozen": jax.lax.stop_gradient(params["encoder"]),
+         "live": params["encoder"], "live_stop_target": params["encoder"],
+         "ema": None if ema is None else jax.lax.stop_gradient(ema)}[judge]
+  return {"encoder": enc, "decoder": params["decoder"]}
+
+
+def hand_self_teaching(model, params, stats, images, key, *, judge, crop_ratio, sigreg_weight,
+                       num_slices, sigreg_on="code", ema=None, detach_target=None):
+  """One crop-resize view: MSE(J(c(x)), J(c(D(E(x))))) + λ SIGReg, as the method defines it.
+
+  The target J(c(x)) is detached except under the published `live` judge
+  (`detach_target` overrides that, to build the wrong variant on purpose);
+  SIGReg is on E(x) (`code`) or on both sides' judge codes (`views`).
+  """
+
+  k_sigreg, k_views = jax.random.split(key)
+  crop = views.get_view("crop_resize", crop_ratio=crop_ratio)
+  box = crop.sample(jax.random.fold_in(k_views, 0), images.shape)  # ONE draw for both sides
+  codes = apply_encode(model, params, stats, images)
+  recon = apply_decode(model, params, codes)
+  jp = judge_of(judge, params, ema)
+  target = apply_encode(model, jp, stats, crop.transform(box, images))
+  judged = apply_encode(model, jp, stats, crop.transform(box, recon))
+  if detach_target is None:
+    detach_target = judge != "live"
+  kept = jax.lax.stop_gradient(target) if detach_target else target
+  agreement = jnp.mean((kept - judged) ** 2)
+  sr = lambda z, k: sigreg_lib.sigreg(z, k, num_slices=num_slices)
+  if sigreg_on == "code":
+    sig = sr(codes, k_sigreg)
+  else:
+    sig = sr(target, jax.random.fold_in(k_sigreg, 0)) + sr(judged, jax.random.fold_in(k_sigreg, 1))
+  return agreement + sigreg_weight * sig
+
+
+def hand_masked_self_teaching(model, params, stats, images, key, *, judge, crop_ratio,
+                              mask_ratio, sigreg_weight, num_slices, ema=None):
+  """(‖J(x̂_c) − J(x̂_m)‖² + ‖sg J(c(x)) − J(c(x̂_c))‖² + ‖sg J(c(x)) − J(c(x̂_m))‖²)/3 + λ/2 (SR(z_c) + SR(z_m)).
+
+  Both branches of the consistency term carry gradient; the two SIGReg terms
+  use different directions.
+  """
+
+  k_mask, k_crop, k_sigreg = jax.random.split(key, 3)
+  hole = views.get_view("inpaint", mask_ratio=mask_ratio)
+  masked = hole.transform(hole.sample(k_mask, images.shape), images)
+  z_c = apply_encode(model, params, stats, images)
+  z_m = apply_encode(model, params, stats, masked)
+  r_c, r_m = apply_decode(model, params, z_c), apply_decode(model, params, z_m)
+  jp = judge_of(judge, params, ema)
+  j = lambda x: apply_encode(model, jp, stats, x)
+  crop = views.get_view("crop_resize", crop_ratio=crop_ratio)
+  box = crop.sample(k_crop, images.shape)
+  target = j(crop.transform(box, images))
+  if judge != "live":
+    target = jax.lax.stop_gradient(target)
+  mse = lambda a, b: jnp.mean((a - b) ** 2)
+  agreement = (mse(j(r_c), j(r_m)) + mse(target, j(crop.transform(box, r_c)))
+               + mse(target, j(crop.transform(box, r_m)))) / 3
+  k1, k2 = jax.random.split(k_sigreg)
+  sr = lambda z, k: sigreg_lib.sigreg(z, k, num_slices=num_slices)
+  return agreement + sigreg_weight * 0.5 * (sr(z_c, k1) + sr(z_m, k2))
+
+
+def assert_trees_close(got, want, *, rtol=1e-4, atol_frac=1e-5, name=""):
+  """Leaf by leaf: |got − want| <= atol + rtol·|want|, atol a fraction of the leaf's scale.
+
+  Gradients of a float32 loss computed along two paths agree to rounding, not
+  bitwise; a per-leaf absolute floor keeps near-zero entries from failing.
+  """
+
+  paths = jax.tree_util.tree_leaves_with_path(want)
+  got_leaves = jax.tree_util.tree_leaves(got)
+  assert len(paths) == len(got_leaves), (name, len(paths), len(got_leaves))
+  for (path, w), g in zip(paths, got_leaves):
+    w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
+    scale = float(np.abs(w).max()) if w.size else 0.0
+    np.testing.assert_allclose(g, w, rtol=rtol, atol=atol_frac * scale + 1e-12,
+                               err_msg=f"{name}{jax.tree_util.keystr(path)}")

@@ -16,11 +16,16 @@ TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
         "--config.eval_batch_size=8", "--config.progress_bar=false"]
 
 
-def run_main(*args, timeout=300, env=None):
+def run_main(*args, timeout=300, env=None, module="leae_jax.main"):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              JAX_THREEFRY_PARTITIONABLE="0", **(env or {}))
-  return subprocess.run([sys.executable, "-m", "leae_jax.main", *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(stderr: str) -> str:
+  lines = [l for l in stderr.strip().splitlines() if l.strip()]
+  return lines[-1] if lines else ""
 
 
 def test_shapes_run_writes_config_metrics_events_and_grids(tmp_path):
@@ -47,6 +52,46 @@ def test_shapes_run_writes_config_metrics_events_and_grids(tmp_path):
   grid = Image.open(workdir / "eval_grid_00000006.png")
   assert grid.size[0] >= 256  # enlarged to be legible
 
+  # `python -m leae_jax.evaluate` on that run prints one JSON object, the same
+  # as the eval_6.json it writes, whose metrics are those the training run
+  # logged at step 6 (same state, same two test batches).
+  proc = run_main(f"--workdir={workdir}", "--eval_batches=2", "--probe=false",
+                  module="leae_jax.evaluate")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  printed = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert printed == json.load(open(workdir / "eval_6.json"))
+  assert printed["step"] == 6 and printed["num_images"] == 16
+  assert printed["judge"] == config["objective"]["judge"]
+  for key in ("psnr", "mse", "ssim", "loss", "latent_agreement", "sigreg"):
+    np.testing.assert_allclose(printed[key], eval_record[f"eval/{key}"], rtol=1e-5, err_msg=key)
+  assert os.path.exists(printed["spectrum_png"]) and os.path.exists(printed["pca_png"])
+  # ...and a directory that is no run is a one-line error.
+  proc = run_main(f"--workdir={tmp_path / 'nothing'}", module="leae_jax.evaluate")
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert last_line(proc.stderr).startswith("error: ") and "config.json not found" in proc.stderr
+
+
+def test_non_finite_loss_is_a_one_line_error_naming_the_step_and_every_part(tmp_path):
+  # NaN injected at step 4; logging every 3 steps would only see it at step 6,
+  # so the check before the milestone save at step 5 stops the run.
+  workdir = tmp_path / "run"
+  proc = run_main("--config=configs/shapes.py", f"--workdir={workdir}", *TINY,
+                  "--config.num_train_steps=6", "--config.log_every_steps=3",
+                  "--config.eval_every_steps=0", "--config.debug_nan_step=4")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  line = last_line(proc.stderr)
+  assert line.startswith("error: Non-finite loss at step 4: "), proc.stderr[-2000:]
+  parts = dict(p.split("=") for p in line.split(": ", 2)[2].split(". ")[0].split(", "))
+  objective = json.load(open(workdir / "config.json"))["objective"]
+  views = [f"agree/{v}" for v in objective["views"].split(",") if v]
+  views += ["agree/plain"] if objective["plain_weight"] > 0 else []
+  assert views and set(parts) == {*views, "grad_norm", "latent_agreement", "learning_rate",
+                                  "loss", "sigreg"}, line
+  assert parts["loss"] == "nan" and np.isfinite(float(parts["latent_agreement"]))
+  saved = sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+  assert saved and max(saved) == 4  # the bad state was never saved
+
 
 @pytest.mark.parametrize("override,message", [
     ("--config.dataset=imagenet", "Unknown dataset 'imagenet'; valid names are: celeb_a, cifar10, fashion_mnist, shapes"),
@@ -57,8 +102,8 @@ def test_shapes_run_writes_config_metrics_events_and_grids(tmp_path):
 def test_bad_input_gives_a_one_line_error(override, message, tmp_path):
   proc = run_main("--config=configs/shapes.py", f"--workdir={tmp_path}", override)
   assert proc.returncode != 0
-  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-  assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr[-2000:]
+  line = last_line(proc.stderr)
+  assert line.startswith("error: ") and message in line, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
 
 

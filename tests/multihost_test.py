@@ -38,10 +38,20 @@ def test_two_processes_match_one_and_checkpoints_move_between_them(tmp_path):
                          "configs/shapes.py", str(multi), *ARGS],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-  for i in range(2):
-    log = open(multi / "logs" / f"process_{i}.log").read()
+  logs = [open(multi / "logs" / f"process_{i}.log").read() for i in range(2)]
+  for i, log in enumerate(logs):
     # Each process loads half of every global batch of 16.
     assert f"Process {i} of 2 loads 8 images of every global batch of 16" in log, log[-2000:]
+  # Only process 0 writes logs, events, images and progress: one metrics record
+  # per logged step and kind, one TensorBoard file, console lines from process 0 only.
+  lines = [json.loads(l) for l in open(multi / "metrics.jsonl")]
+  train_steps = [r["step"] for r in lines if "train/loss" in r]
+  assert train_steps == list(range(1, 7)), train_steps
+  assert [r["step"] for r in lines if "eval/psnr" in r] == [6]
+  assert len([f for f in os.listdir(multi) if f.startswith("events.out.tfevents")]) == 1
+  assert {"config.json", "loss_curves.png", "eval_grid_00000006.png"} <= set(os.listdir(multi))
+  for marker in ("Resolved config", "eval @ 6"):
+    assert marker in logs[0] and marker not in logs[1], marker
 
   single = tmp_path / "one_process"
   proc = run_main("--config=configs/shapes.py", f"--workdir={single}", *ARGS)

@@ -72,23 +72,47 @@ def test_cluster_detection_reads_slurm_mpi_and_tpu_environments():
 
 
 def test_sharded_steps_equal_single_device():
-  objective = "self_teaching"  # the headline objective; the masked one shares every sharded op
+  # Three steps at a constant learning rate of the self_teaching objective with
+  # the EMA judge and of the masked objective (tests/multidevice_step.py): on
+  # an 8-way data mesh and a 4x2 data x fsdp mesh, metrics, params, batch
+  # statistics, AdamW moments and the EMA judge equal the one-device run.
   env = dict(os.environ, **EIGHT_DEVICES,
              PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_step.py"), objective],
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_step.py")],
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  for mesh in ("data8", "data4_fsdp2"):
-    r = out[mesh]
-    assert r["step"] == 2
-    np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-5, atol=1e-5)
-    for key in ("metrics", "sigreg", "params", "batch_stats", "opt_state"):
-      assert r[key] < 1e-5, (mesh, key, r[key])
-  # The fsdp mesh really splits the parameters (every conv kernel of the tiny model).
-  assert not out["data8"]["sharded_params"]
-  assert "encoder/DownBlock_0/Conv_0/kernel" in out["data4_fsdp2"]["sharded_params"]
-  assert "decoder/UpBlock_0/Conv_0/kernel" in out["data4_fsdp2"]["sharded_params"]
+  assert set(out) == {"self_teaching_ema", "masked_self_teaching"}
+  for case, result in out.items():
+    # Every leaf of the state moved over the three steps (so equality below is not vacuous).
+    for key, change in result["moved"].items():
+      assert change > 0, (case, key, change)
+    meshes = [m for m in ("data8", "data4_fsdp2") if m in result]
+    assert "data4_fsdp2" in meshes
+    for mesh in meshes:
+      r = result[mesh]
+      assert r["step"] == 3
+      np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-5, atol=1e-5)
+      for key in ("metrics", "sigreg", "params", "batch_stats", "opt_state", "ema_params"):
+        if key == "ema_params" and case != "self_teaching_ema":
+          assert r[key] is None
+          continue
+        assert r[key] < 1e-5, (case, mesh, key, r[key])
+      # AdamW moments (and the EMA judge) are laid out exactly like their params.
+      specs = r["specs"]
+      assert specs["mu"] == specs["params"] and specs["nu"] == specs["params"], (case, mesh)
+      if case == "self_teaching_ema":
+        encoder = {k[len("encoder/"):]: v for k, v in specs["params"].items() if k.startswith("encoder/")}
+        assert specs["ema"] == encoder, (mesh, specs["ema"], encoder)
+      sharded = sorted(k for k, v in specs["params"].items() if "fsdp" in v)
+      if mesh == "data8":
+        assert not sharded
+      else:
+        # The fsdp mesh really splits the state (every conv kernel of the tiny model).
+        assert "encoder/DownBlock_0/Conv_0/kernel" in sharded, sharded
+        assert "decoder/UpBlock_0/Conv_0/kernel" in sharded, sharded
+        if case == "self_teaching_ema":
+          assert "fsdp" in specs["ema"]["DownBlock_0/Conv_0/kernel"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,15 +1,22 @@
 """Tests for leae_jax.train (in-process, tiny models)."""
 
+import functools
 import json
 import os
 
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
+from jax._src import array as array_lib  # the host-read hook spied on below
 
 from leae_jax import base_config
+from leae_jax import data
+from leae_jax import models
+from leae_jax import objectives
 from leae_jax import outputs
 from leae_jax import train
 
@@ -23,7 +30,7 @@ def _tiny_shapes_config(**overrides):
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-  config = _tiny_shapes_config(num_train_steps=100, warmup_steps=10)
+  config = _tiny_shapes_config(num_train_steps=100, warmup_steps=10, lr_schedule="warmup_cosine")
   _, schedule = train.create_optimizer(config)
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(schedule(10), 1e-3, rtol=1e-6)
@@ -50,18 +57,81 @@ def test_train_step_updates_params_stats_and_step():
   assert max(jax.tree_util.tree_leaves(stats_moved)) > 0
 
 
-def test_ema_judge_is_carried_and_updated_in_the_state():
-  config = _tiny_shapes_config(**{"objective.judge": "ema", "objective.ema_decay": 0.5})
+def test_ema_judge_follows_the_encoder_over_several_steps_leaf_by_leaf():
+  # Three AdamW steps at a constant learning rate (so every step moves the
+  # encoder), decay 0.8: the EMA must be 0.8·previous EMA + 0.2·the encoder
+  # *after* the step, for every leaf, replayed here from the observed params.
+  config = _tiny_shapes_config(**{"objective.judge": "ema", "objective.ema_decay": 0.8})
   trainer = train.Trainer(config)
   state = trainer.init_state()
   chex.assert_trees_all_equal(state.ema_params, state.params["encoder"])
-  images = trainer.global_batch(np.random.default_rng(0).uniform(size=(8, 32, 32, 1)).astype(np.float32))
-  state, _ = trainer.train_step(state, images)
-  leaf = lambda t: jax.tree_util.tree_leaves(t)[0]
-  init = jax.tree_util.tree_leaves(trainer.init_state().params["encoder"])[0]
-  # One update with decay 0.5: ema = 0.5·init + 0.5·new encoder.
-  np.testing.assert_allclose(leaf(state.ema_params), 0.5 * init + 0.5 * leaf(state.params["encoder"]),
-                             rtol=1e-5, atol=1e-7)
+  expected = jax.device_get(state.ema_params)
+  initial = jax.device_get(state.params["encoder"])
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    before = jax.device_get(state.params["encoder"])
+    images = trainer.global_batch(rng.uniform(size=(8, 32, 32, 1)).astype(np.float32))
+    state, _ = trainer.train_step(state, images)
+    encoder = jax.device_get(state.params["encoder"])
+    # The encoder really moved at this step (learning rate > 0 from step 0).
+    moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), encoder, before)
+    assert min(jax.tree_util.tree_leaves(moved)) > 0
+    expected = jax.tree_util.tree_map(lambda e, p: 0.8 * e + 0.2 * p, expected, encoder)
+    helpers.assert_trees_close(jax.device_get(state.ema_params), expected, rtol=1e-6,
+                               atol_frac=1e-6)
+  # ...and the EMA is neither the initial encoder nor the current one.
+  for ema, init, enc in zip(*map(jax.tree_util.tree_leaves, (expected, initial, encoder))):
+    if np.abs(enc - init).max() > 1e-6:
+      assert np.abs(ema - init).max() > 1e-7 and np.abs(ema - enc).max() > 1e-7
+
+
+def _record_gradients():
+  """An 'optimizer' that leaves params alone and stores the gradient as its state."""
+  return optax.GradientTransformation(
+      lambda params: jax.tree_util.tree_map(jnp.zeros_like, params),
+      lambda grads, state, params=None: (jax.tree_util.tree_map(jnp.zeros_like, grads), grads))
+
+
+@pytest.mark.parametrize("variant", ["live", "ema"])
+def test_train_step_of_each_judge_variant_uses_the_published_gradient(variant):
+  # The config variants as a user selects them (`configs/cifar.py:live`, `:ema`),
+  # through train_step: its gradient, loss, statistics and EMA updates equal the
+  # hand derivation (helpers.hand_self_teaching), not merely finite numbers.
+  # (objectives_test checks the other judges at the loss level.)
+  config = helpers.tiny_config(**{"objective.views": "crop_resize", "objective.sigreg_weight": 0.1})
+  config.objective.view_args = ml_collections.ConfigDict({"crop_resize": {"crop_ratio": 0.5}})
+  config = base_config.apply_variants(config, variant)
+  model = models.create_model(config.model, image_size=16, image_channels=1)
+  objective = objectives.create_objective(config.objective, model)
+  variables = models.init_variables(model, jax.random.key(0))
+  params, stats = variables["params"], variables["batch_stats"]
+  ema = (jax.tree_util.tree_map(lambda p: 0.9 * p + 0.01, params["encoder"])
+         if variant == "ema" else None)
+  state = train.TrainState(step=jnp.asarray(3, jnp.int32), params=params, batch_stats=stats,
+                           opt_state=jax.tree_util.tree_map(jnp.zeros_like, params),
+                           ema_params=ema, rng=jax.random.key_data(jax.random.key(1)))
+  images = jax.random.uniform(jax.random.key(2), (8, 16, 16, 1))
+  new_state, m = jax.jit(functools.partial(
+      train.train_step, objective=objective, optimizer=_record_gradients(),
+      schedule=optax.constant_schedule(0.0)))(state, images)
+  sigreg_on = {"live": "views"}.get(variant, "code")  # the published live runs
+  hand = lambda p: helpers.hand_self_teaching(
+      model, p, stats, images, train.step_key(state), judge=variant, crop_ratio=0.5,
+      sigreg_weight=0.1, num_slices=16, sigreg_on=sigreg_on, ema=ema)
+  want_loss, want_grads = jax.jit(jax.value_and_grad(hand))(params)
+  np.testing.assert_allclose(m["loss"], want_loss, rtol=1e-5)
+  helpers.assert_trees_close(new_state.opt_state, want_grads, rtol=2e-3, atol_frac=1e-4, name=variant)
+  # Statistics move from the clean batch only (momentum 0.9 towards its own).
+  _, updates = model.apply({"params": params, "batch_stats": stats}, images, train=True,
+                           method=model.encode, mutable=["batch_stats"])
+  helpers.assert_trees_close(new_state.batch_stats, updates["batch_stats"], rtol=1e-6, atol_frac=1e-7)
+  assert int(new_state.step) == 4
+  if variant == "ema":  # params did not move: the EMA takes 0.1 % of the encoder
+    assert objective.ema_decay == 0.999
+    helpers.assert_trees_close(
+        new_state.ema_params,
+        jax.tree_util.tree_map(lambda e, p: 0.999 * e + 0.001 * p, ema, params["encoder"]),
+        rtol=1e-6, atol_frac=1e-7)
 
 
 def test_step_keys_depend_only_on_seed_and_step():
@@ -81,25 +151,96 @@ def test_non_finite_loss_names_the_step_and_parts():
   assert train._summarise(buffer[:1], 0) == {"loss": 1.0, "sigreg": 2.0}
 
 
-def test_evaluate_counts_every_test_image_once_with_padding():
-  # 40 test images in batches of 16: 16 + 16 + 8 (padded), all counted once.
+def test_evaluate_counts_every_test_image_once_with_padding(monkeypatch):
+  # 40 test images in batches of 16: 16 + 16 + 8 (padded with 8 repeats of the
+  # last image, weighted 0). The means must be over exactly those 40 images:
+  # recomputed here in NumPy from one unpadded pass of model.apply in
+  # inference mode (running statistics), PSNR = −10·log10(MSE) per image.
   config = _tiny_shapes_config(eval_batches=-1)
   trainer = train.Trainer(config)
-  import leae_jax.data as data_lib
-  original = data_lib.iterate_once
-
-  def small(*args, **kwargs):
-    return original(*args, num_records=40, **kwargs)
-
-  data_lib.iterate_once = small
-  try:
-    results, shown, _, _ = trainer.evaluate(trainer.init_state())
-  finally:
-    data_lib.iterate_once = original
+  original = data.iterate_once
+  monkeypatch.setattr(data, "iterate_once",
+                      lambda *args, **kwargs: original(*args, num_records=40, **kwargs))
+  state = trainer.init_state()
+  # One training step so that the running statistics are not the initial ones.
+  batch = np.random.default_rng(0).uniform(size=(8, 32, 32, 1)).astype(np.float32)
+  state, _ = trainer.train_step(state, trainer.global_batch(batch))
+  results, shown, _, _ = trainer.evaluate(state)
   assert results["num_images"] == 40
-  assert {"mse", "psnr", "loss", "latent_agreement", "sigreg"} <= set(results)
-  np.testing.assert_allclose(results["psnr"], -10 * np.log10(results["mse"]), rtol=0.2)
+  assert {"mse", "psnr", "ssim", "loss", "latent_agreement", "sigreg"} <= set(results)
+  (everything,) = list(original("shapes", "test", batch_size=40, image_size=32, num_records=40))
+  x = everything["image"]
+  assert everything["valid"].all()
+  recon = trainer.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                              jnp.asarray(x), train=False)
+  mse = np.mean((np.asarray(recon, np.float64) - x.astype(np.float64)) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(results["mse"], mse.mean(), rtol=1e-5)
+  np.testing.assert_allclose(results["psnr"], np.mean(-10 * np.log10(mse)), rtol=1e-5)
+  # Mean PSNR is not the PSNR of the mean MSE (Jensen): the two must not be confused.
+  assert abs(np.mean(-10 * np.log10(mse)) + 10 * np.log10(mse.mean())) > 1e-4
   assert shown["images"].shape == (8, 32, 32, 1)
+  np.testing.assert_array_equal(shown["images"], x[:8])
+
+
+def test_train_loader_starts_at_the_batch_of_the_step():
+  # Resuming at step s must read global batch s of the run's one record order:
+  # compare with a loader read from the start (no start_index).
+  config = _tiny_shapes_config()
+  trainer = train.Trainer(config)
+  reference = iter(data.create_loader("shapes", "train", batch_size=8, seed=config.seed,
+                                      image_size=32, shuffle=True, num_epochs=None))
+  batches = [next(reference)["image"] for _ in range(4)]
+  assert not np.array_equal(batches[2], batches[3])
+  for step in (0, 3):
+    np.testing.assert_array_equal(next(iter(trainer.train_loader(step)))["image"], batches[step])
+
+
+def test_metrics_leave_the_device_only_at_log_steps(tmp_path, monkeypatch):
+  # README: metrics leave the device only every log_every_steps (and the loss
+  # before a checkpoint is written). Every host read of a jax.Array — explicit
+  # (jax.device_get) or implicit (float(), np.asarray, formatting) — goes
+  # through ArrayImpl._value; spy on it for the arrays train_step returned.
+  # (jax.transfer_guard does not see these reads on the CPU backend.)
+  produced = {}  # id(array) -> (step that produced it, metric name, the array: kept alive)
+  reads = []  # (steps completed at the read, step of the metric, metric name)
+  done = [0]
+
+  class SpyTrainer(train.Trainer):
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      step_fn = self.train_step
+
+      def spied(state, images):
+        state, metrics = step_fn(state, images)
+        for name, value in metrics.items():
+          produced[id(value)] = (done[0], name, value)
+        done[0] += 1
+        return state, metrics
+
+      self.train_step = spied
+
+  value = array_lib.ArrayImpl._value  # pylint: disable=protected-access
+
+  def spy_value(self):
+    if id(self) in produced:
+      reads.append((done[0], *produced[id(self)][:2]))
+    return value.fget(self)
+
+  monkeypatch.setattr(train, "Trainer", SpyTrainer)
+  monkeypatch.setattr(array_lib.ArrayImpl, "_value", property(spy_value))
+  config = _tiny_shapes_config(num_train_steps=10, log_every_steps=5, eval_every_steps=0,
+                               checkpoint_every_steps=1000)
+  train.train_and_evaluate(config, str(tmp_path))
+  names = {name for _, name, _ in produced.values()}
+  assert done[0] == 10 and {"loss", "sigreg", "grad_norm"} <= names
+  # Every metric of steps 0-4 is read once the fifth step is done, of steps 5-9 after the tenth.
+  assert {r for r in reads if r[2] != "loss"} == {
+      (5 if s < 5 else 10, s, n) for s in range(10) for n in names if n != "loss"}
+  # The loss too, and also before the milestone saves at steps 2, 4, 6 and 8:
+  # the losses of the steps since the last log.
+  assert {(d, s) for d, s, n in reads if n == "loss"} == {
+      (d, s) for d in (2, 4, 5, 6, 8, 10) for s in range(5 * ((d - 1) // 5), d)}
 
 
 def test_masked_runs_report_psnr_inside_the_hole():
