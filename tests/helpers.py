@@ -66,7 +66,6 @@ def apply_decode(model, params, codes):
 
 def judge_of(judge, params, ema=None):
   """The judge's full params (its encoder; the decoder is never used by a judge)."""
-
   enc = {"step_frozen": jax.lax.stop_gradient(params["encoder"]),
          "live": params["encoder"], "live_stop_target": params["encoder"],
          "ema": None if ema is None else jax.lax.stop_gradient(ema)}[judge]
@@ -74,14 +73,12 @@ def judge_of(judge, params, ema=None):
 
 
 def hand_self_teaching(model, params, stats, images, key, *, judge, crop_ratio, sigreg_weight,
-                       num_slices, sigreg_on="code", ema=None, detach_target=None):
+                       num_slices, sigreg_on="code", ema=None):
   """One crop-resize view: MSE(J(c(x)), J(c(D(E(x))))) + λ SIGReg, as the method defines it.
 
-  The target J(c(x)) is detached except under the published `live` judge
-  (`detach_target` overrides that, to build the wrong variant on purpose);
+  The target J(c(x)) is detached except under the published `live` judge;
   SIGReg is on E(x) (`code`) or on both sides' judge codes (`views`).
   """
-
   k_sigreg, k_views = jax.random.split(key)
   crop = views.get_view("crop_resize", crop_ratio=crop_ratio)
   box = crop.sample(jax.random.fold_in(k_views, 0), images.shape)  # ONE draw for both sides
@@ -90,9 +87,7 @@ def hand_self_teaching(model, params, stats, images, key, *, judge, crop_ratio, 
   jp = judge_of(judge, params, ema)
   target = apply_encode(model, jp, stats, crop.transform(box, images))
   judged = apply_encode(model, jp, stats, crop.transform(box, recon))
-  if detach_target is None:
-    detach_target = judge != "live"
-  kept = jax.lax.stop_gradient(target) if detach_target else target
+  kept = target if judge == "live" else jax.lax.stop_gradient(target)
   agreement = jnp.mean((kept - judged) ** 2)
   sr = lambda z, k: sigreg_lib.sigreg(z, k, num_slices=num_slices)
   if sigreg_on == "code":
@@ -109,7 +104,6 @@ def hand_masked_self_teaching(model, params, stats, images, key, *, judge, crop_
   Both branches of the consistency term carry gradient; the two SIGReg terms
   use different directions.
   """
-
   k_mask, k_crop, k_sigreg = jax.random.split(key, 3)
   hole = views.get_view("inpaint", mask_ratio=mask_ratio)
   masked = hole.transform(hole.sample(k_mask, images.shape), images)
@@ -137,7 +131,6 @@ def assert_trees_close(got, want, *, rtol=1e-4, atol_frac=1e-5, name=""):
   Gradients of a float32 loss computed along two paths agree to rounding, not
   bitwise; a per-leaf absolute floor keeps near-zero entries from failing.
   """
-
   paths = jax.tree_util.tree_leaves_with_path(want)
   got_leaves = jax.tree_util.tree_leaves(got)
   assert len(paths) == len(got_leaves), (name, len(paths), len(got_leaves))

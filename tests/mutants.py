@@ -230,7 +230,7 @@ MUTANTS = [
            "        buffer.append(step_metrics)\n",
            "        buffer.append(step_metrics)\n"
            "        progress.write(f\"step {step}: loss {float(step_metrics['loss']):.4f}\")\n",
-           (T + "test_metrics_leave_the_device_only_at_log_steps",)),
+           (T + "test_train_and_evaluate_writes_every_output",)),
     Mutant("all_processes_write", "every process writes metrics, events and images",
            "leae_jax/train.py",
            "writer = outputs.MetricWriter(workdir, enabled=is_main)",

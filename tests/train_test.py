@@ -118,13 +118,19 @@ def test_train_step_of_each_judge_variant_uses_the_published_gradient(variant):
   hand = lambda p: helpers.hand_self_teaching(
       model, p, stats, images, train.step_key(state), judge=variant, crop_ratio=0.5,
       sigreg_weight=0.1, num_slices=16, sigreg_on=sigreg_on, ema=ema)
-  want_loss, want_grads = jax.jit(jax.value_and_grad(hand))(params)
+
+  @jax.jit
+  def expected(p):
+    loss, grads = jax.value_and_grad(hand)(p)
+    # Statistics move from the clean batch only (one encoder pass in training mode).
+    _, updates = model.apply({"params": p, "batch_stats": stats}, images, train=True,
+                             method=model.encode, mutable=["batch_stats"])
+    return loss, grads, updates["batch_stats"]
+
+  want_loss, want_grads, want_stats = expected(params)
   np.testing.assert_allclose(m["loss"], want_loss, rtol=1e-5)
   helpers.assert_trees_close(new_state.opt_state, want_grads, rtol=2e-3, atol_frac=1e-4, name=variant)
-  # Statistics move from the clean batch only (momentum 0.9 towards its own).
-  _, updates = model.apply({"params": params, "batch_stats": stats}, images, train=True,
-                           method=model.encode, mutable=["batch_stats"])
-  helpers.assert_trees_close(new_state.batch_stats, updates["batch_stats"], rtol=1e-6, atol_frac=1e-7)
+  helpers.assert_trees_close(new_state.batch_stats, want_stats, rtol=1e-6, atol_frac=1e-7)
   assert int(new_state.step) == 4
   if variant == "ema":  # params did not move: the EMA takes 0.1 % of the encoder
     assert objective.ema_decay == 0.999
@@ -162,9 +168,6 @@ def test_evaluate_counts_every_test_image_once_with_padding(monkeypatch):
   monkeypatch.setattr(data, "iterate_once",
                       lambda *args, **kwargs: original(*args, num_records=40, **kwargs))
   state = trainer.init_state()
-  # One training step so that the running statistics are not the initial ones.
-  batch = np.random.default_rng(0).uniform(size=(8, 32, 32, 1)).astype(np.float32)
-  state, _ = trainer.train_step(state, trainer.global_batch(batch))
   results, shown, _, _ = trainer.evaluate(state)
   assert results["num_images"] == 40
   assert {"mse", "psnr", "ssim", "loss", "latent_agreement", "sigreg"} <= set(results)
@@ -195,11 +198,20 @@ def test_train_loader_starts_at_the_batch_of_the_step():
     np.testing.assert_array_equal(next(iter(trainer.train_loader(step)))["image"], batches[step])
 
 
-def test_metrics_leave_the_device_only_at_log_steps(tmp_path, monkeypatch):
-  # README: metrics leave the device only every log_every_steps (and the loss
-  # before a checkpoint is written). Every host read of a jax.Array — explicit
-  # (jax.device_get) or implicit (float(), np.asarray, formatting) — goes
-  # through ArrayImpl._value; spy on it for the arrays train_step returned.
+def test_masked_runs_report_psnr_inside_the_hole():
+  config = _tiny_shapes_config(**{"objective.name": "masked_self_teaching", "model.latent": "pooled",
+                                  "model.pool_channels": 8, "eval_batches": 1})
+  trainer = train.Trainer(config)
+  results, shown, _, _ = trainer.evaluate(trainer.init_state())
+  assert {"hole_psnr", "masked_psnr", "consistency", "clean_crop", "masked_crop"} <= set(results)
+  assert set(shown) == {"images", "reconstruction", "masked_input", "masked_reconstruction"}
+
+
+def test_train_and_evaluate_writes_every_output(tmp_path, monkeypatch):
+  # Also README: metrics leave the device only every log_every_steps (and the
+  # loss before a checkpoint is written). Every host read of a jax.Array —
+  # explicit (jax.device_get) or implicit (float(), np.asarray, formatting) —
+  # goes through ArrayImpl._value: spy on it for the arrays train_step returns.
   # (jax.transfer_guard does not see these reads on the CPU backend.)
   produced = {}  # id(array) -> (step that produced it, metric name, the array: kept alive)
   reads = []  # (steps completed at the read, step of the metric, metric name)
@@ -229,31 +241,7 @@ def test_metrics_leave_the_device_only_at_log_steps(tmp_path, monkeypatch):
 
   monkeypatch.setattr(train, "Trainer", SpyTrainer)
   monkeypatch.setattr(array_lib.ArrayImpl, "_value", property(spy_value))
-  config = _tiny_shapes_config(num_train_steps=10, log_every_steps=5, eval_every_steps=0,
-                               checkpoint_every_steps=1000)
-  train.train_and_evaluate(config, str(tmp_path))
-  names = {name for _, name, _ in produced.values()}
-  assert done[0] == 10 and {"loss", "sigreg", "grad_norm"} <= names
-  # Every metric of steps 0-4 is read once the fifth step is done, of steps 5-9 after the tenth.
-  assert {r for r in reads if r[2] != "loss"} == {
-      (5 if s < 5 else 10, s, n) for s in range(10) for n in names if n != "loss"}
-  # The loss too, and also before the milestone saves at steps 2, 4, 6 and 8:
-  # the losses of the steps since the last log.
-  assert {(d, s) for d, s, n in reads if n == "loss"} == {
-      (d, s) for d in (2, 4, 5, 6, 8, 10) for s in range(5 * ((d - 1) // 5), d)}
-
-
-def test_masked_runs_report_psnr_inside_the_hole():
-  config = _tiny_shapes_config(**{"objective.name": "masked_self_teaching", "model.latent": "pooled",
-                                  "model.pool_channels": 8, "eval_batches": 1})
-  trainer = train.Trainer(config)
-  results, shown, _, _ = trainer.evaluate(trainer.init_state())
-  assert {"hole_psnr", "masked_psnr", "consistency", "clean_crop", "masked_crop"} <= set(results)
-  assert set(shown) == {"images", "reconstruction", "masked_input", "masked_reconstruction"}
-
-
-def test_train_and_evaluate_writes_every_output(tmp_path):
-  config = _tiny_shapes_config()
+  config = _tiny_shapes_config()  # 4 steps, logged every 2, evaluated at 4
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result["step"] == 4 and np.isfinite(result["psnr"])
   files = os.listdir(tmp_path)
@@ -264,3 +252,13 @@ def test_train_and_evaluate_writes_every_output(tmp_path):
   assert train_steps == [2, 4]
   assert all(np.isfinite(v) for r in records for k, v in r.items() if isinstance(v, float))
   assert json.load(open(tmp_path / "config.json"))["num_train_steps"] == 4
+
+  names = {name for _, name, _ in produced.values()}
+  assert done[0] == 4 and {"loss", "sigreg", "grad_norm", "agree/pixel_mask"} <= names
+  # Every metric of steps 0-1 is read once the second step is done, of steps 2-3 after the fourth...
+  assert {r for r in reads if r[2] != "loss"} == {
+      (2 if s < 2 else 4, s, n) for s in range(4) for n in names if n != "loss"}
+  # ...and the loss, also before the milestone saves at steps 1 and 3, of the
+  # steps since the last log (milestones of 4 steps: 0, 1, 2, 3, 4).
+  assert {(d, s) for d, s, n in reads if n == "loss"} == {
+      (d, s) for d in (1, 2, 3, 4) for s in range(2 * ((d - 1) // 2), d)}
