@@ -41,6 +41,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 0.0  # 0: no clipping (published)
 
   c.model = ml_collections.ConfigDict(dict(
+      arch="residual",  # the reference's later architecture; "first": the toy run's (models.py)
       hidden=64, latent_channels=32, latent="spatial", pool="mlp", pool_channels=128,
       dtype="float32",
       init="pytorch",  # PyTorch's default initialisation (published) or "flax"
@@ -60,6 +61,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       sigreg_weight=0.03,
       sigreg_on="code",  # "code": SIGReg(E(x)); "views": on the judge's codes (published live runs)
       judge_updates_norm=False,  # judge encodes move the running statistics too (published toy)
+      sigreg_flatten=False,  # True: SIGReg on whole flattened codes (published toy), not per position
       sigreg_slices=256,
       sigreg_knots=17,
       sigreg_t_max=3.0,

@@ -49,9 +49,13 @@ def milestone_steps(num_train_steps: int) -> list[int]:
 def structure_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config fields that determine the checkpointed state's tree and shapes."""
   m = config.model
+  model = {k: m.get(k) for k in ("hidden", "latent_channels", "latent", "pool", "pool_channels")
+           if m.get("latent") == "pooled" or k not in ("pool", "pool_channels")}
+  # `arch` only when not the default, so checkpoints written before it existed still match.
+  if m.get("arch", "residual") != "residual":
+    model["arch"] = m.get("arch")
   return {
-      "model": {k: m.get(k) for k in ("hidden", "latent_channels", "latent", "pool", "pool_channels")
-                if m.get("latent") == "pooled" or k not in ("pool", "pool_channels")},
+      "model": model,
       "image_size": int(config.image_size),
       "image_channels": int(config.image_channels),
       "ema_judge": config.objective.get("judge") == "ema"

@@ -127,8 +127,11 @@ def pca_picture(images: np.ndarray, codes: np.ndarray, fit_codes: np.ndarray) ->
   lo, hi = np.percentile(fit_proj, 1, axis=0), np.percentile(fit_proj, 99, axis=0)
   proj = (codes.reshape(-1, c) - mean) @ basis
   rgb = np.clip((proj - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(*codes.shape[:3], 3)
-  factor = images.shape[1] // codes.shape[1]
-  rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
+  # Nearest-neighbour up to the image side (which need not be a multiple of
+  # the grid: the first architecture's 28-px images have a 4x4 code).
+  rows = np.arange(images.shape[1]) * codes.shape[1] // images.shape[1]
+  cols = np.arange(images.shape[2]) * codes.shape[2] // images.shape[2]
+  rgb = rgb[:, rows][:, :, cols]
   return outputs.image_grid([images, rgb])
 
 

@@ -1,9 +1,20 @@
-"""The convolutional autoencoder of the published runs (Flax linen, NHWC).
+"""The convolutional autoencoders of the published runs (Flax linen, NHWC).
 
 `Autoencoder` has exactly two parameter subtrees, `encoder` and `decoder`, and
 two methods, `encode` and `decode`. The only normalisation is a batch norm over
 the code at the end of the encoder; its running statistics live in the
 `batch_stats` collection under `encoder`.
+
+Architectures (config `model.arch`, module field `arch`):
+* `'residual'` (default): the reference's later architecture, used by every
+  published run but the toy: nearest-upsampling + conv up blocks with 1x1
+  skips, a per-channel code norm; image sides divisible by 8.
+* `'first'`: the reference's first architecture (commit 5149a49, the published
+  toy run): transposed-convolution up blocks with pixel-shuffle skips, a batch
+  norm over each element of the flattened code, and a bilinear resize of the
+  decoder output when its side (8x the code grid) is not the image side
+  (28 px images: 28 → 14 → 7 → 4, decoded 4 → 8 → 16 → 32, resized to 28).
+  Spatial codes only; `FirstEncoder` / `FirstDecoder`.
 
 Initialisation (config `model.init`, module field `initializer`): `'pytorch'` (the published runs: PyTorch's default
 `kaiming_uniform(a=√5)` kernels, i.e. U(±1/√fan_in) with variance 1/(3·fan_in),
@@ -32,6 +43,7 @@ import numpy as np
 
 Dtype = Any
 
+ARCHS = ("residual", "first")
 LATENT_KINDS = ("spatial", "pooled")
 POOL_KINDS = ("mlp", "oneshot", "progressive")
 DOWNSAMPLE = 8
@@ -363,8 +375,212 @@ class Decoder(nn.Module):
     raise ValueError(f"Unknown pool {self.pool!r}; valid: {', '.join(POOL_KINDS)}.")
 
 
+# ---------------------------------------------------------------------------
+# The first architecture (reference commit 5149a49, the published toy run).
+
+
+def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
+  """`(N, H, W, C·b²)` → `(N, H·b, W·b, C)`: PyTorch's `pixel_shuffle`, inverse of `space_to_depth`.
+
+  Input channel `c·b² + dy·b + dx` lands at output pixel `(y·b + dy, x·b + dx)`.
+  """
+  n, h, w, c = x.shape
+  if c % (block * block):
+    raise ValueError(f"depth_to_space: {c} channels are not divisible by {block * block}.")
+  x = x.reshape(n, h, w, c // (block * block), block, block)
+  x = x.transpose(0, 1, 4, 2, 5, 3)  # (n, h, dy, w, dx, c)
+  return x.reshape(n, h * block, w * block, c // (block * block))
+
+
+def pad_to_even(x: jax.Array) -> jax.Array:
+  """Zero-pads an odd height or width by one row / column at the bottom / right."""
+  _, h, w, _ = x.shape
+  if h % 2 or w % 2:
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  return x
+
+
+def channel_group_mean(x: jax.Array, features: int) -> jax.Array:
+  """Means of consecutive groups of `C / features` channels (channel `o·g + i` → `o`)."""
+  c = x.shape[-1]
+  if c % features:
+    raise ValueError(f"Cannot average {c} channels into {features}: {features} must divide {c}.")
+  return x.reshape(*x.shape[:-1], features, c // features).mean(axis=-1)
+
+
+def channel_tile(x: jax.Array, features: int) -> jax.Array:
+  """Channels repeated as a block, `a, b, a, b` (PyTorch's `Tensor.repeat`, not `jnp.repeat`)."""
+  c = x.shape[-1]
+  if features % c:
+    raise ValueError(f"Cannot repeat {c} channels into {features}: {c} must divide {features}.")
+  return jnp.tile(x, (1,) * (x.ndim - 1) + (features // c,))
+
+
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Neighbours and weights of PyTorch's `align_corners=False` bilinear resampling, one axis.
+
+  Computed in float32 as PyTorch's CPU kernel does: source coordinate
+  `(in/out)·(i + 0.5) − 0.5`, negatives clamped to 0, upper neighbour clamped
+  to the last row.
+  """
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+  src = np.maximum(src, np.float32(0.0))
+  lo = src.astype(np.int64)  # truncation = floor, src >= 0
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = (src - lo.astype(np.float32)).astype(np.float32)
+  return lo, hi, frac
+
+
+def resize_bilinear(x: jax.Array, size: int) -> jax.Array:
+  """`F.interpolate(x, (size, size), mode='bilinear', align_corners=False)` on NHWC, no antialiasing.
+
+  A gather and a linear blend per axis (no matmul), so its precision does not
+  depend on the backend's matmul precision, like PyTorch's kernel.
+  """
+  _, h, w, _ = x.shape
+  if (h, w) == (size, size):
+    return x
+  out = x
+  # Width first, then height: PyTorch's h0·(w0·x00 + w1·x01) + h1·(w0·x10 + w1·x11).
+  lo, hi, frac = _bilinear_taps(w, size)
+  f = jnp.asarray(frac, out.dtype)[None, None, :, None]
+  out = (1 - f) * out[:, :, lo] + f * out[:, :, hi]
+  lo, hi, frac = _bilinear_taps(h, size)
+  f = jnp.asarray(frac, out.dtype)[None, :, None, None]
+  return (1 - f) * out[:, lo] + f * out[:, hi]
+
+
+def _conv_transpose(features: int, dtype: Dtype, *, initializer: str, precision: str,
+                    name: str | None = None) -> nn.ConvTranspose:
+  """PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)`: side 2H.
+
+  `transpose_kernel=True` makes the flax kernel `(4, 4, out, in)` hold PyTorch's
+  weight `(in, out, 4, 4)` transposed, unflipped; the explicit padding of the
+  stride-dilated input is `k − 1 − p = 2` on each side. PyTorch's fan-in is
+  `out · 16`, the kernel's second-to-last axis, which is the initialiser's
+  default fan-in axis.
+  """
+  kernel_init, bias_init = initializers(initializer, features * 16)
+  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          transpose_kernel=True, dtype=dtype, param_dtype=jnp.float32,
+                          precision=PRECISIONS[precision], kernel_init=kernel_init,
+                          bias_init=bias_init, name=name)
+
+
+def first_arch_grid(image_size: int) -> int:
+  """Code grid side of the first architecture: the stem floors, the down blocks ceil."""
+  side = image_size // 2
+  for _ in range(2):
+    side = -(-side // 2)
+  return side
+
+
+class FirstDownBlock(nn.Module):
+  """conv3x3/s2 → SiLU → conv3x3, plus group means of the pixel-unshuffled input; SiLU of the sum.
+
+  Odd sides are zero-padded at the bottom / right before the unshuffle, so the
+  skip has the convolution's side `ceil(H / 2)`.
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  precision: str = "default"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(initializer=self.initializer, precision=self.precision)
+    h = _conv(self.features, 3, 2, self.dtype, in_features=x.shape[-1], **kw)(x)
+    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
+    skip = channel_group_mean(space_to_depth(pad_to_even(x)), self.features).astype(h.dtype)
+    return nn.silu(h + skip)
+
+
+class FirstUpBlock(nn.Module):
+  """ConvTranspose k4/s2/p1 → SiLU → conv3x3, plus pixel-shuffled input tiled to `features`; SiLU of the sum."""
+
+  features: int
+  dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  precision: str = "default"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(initializer=self.initializer, precision=self.precision)
+    h = _conv_transpose(self.features, self.dtype, **kw)(x)
+    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
+    skip = channel_tile(depth_to_space(x), self.features).astype(h.dtype)
+    return nn.silu(h + skip)
+
+
+class FirstEncoder(nn.Module):
+  """Image `(N, s, s, C)` → code `(N, g, g, latent_channels)`, g = `first_arch_grid(s)`, float32.
+
+  The code norm is a batch norm over each of the `latent_channels · g · g`
+  elements of the code flattened channel-major (PyTorch's `flatten(1)` of an
+  NCHW map, `BatchNorm1d`): its scale, bias and running statistics are vectors
+  of that length, in that order.
+  """
+
+  hidden: int
+  latent_channels: int
+  dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  conv_precision: str = "default"
+  norm_running_variance: str = "unbiased"
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    if x.ndim != 4 or x.shape[1] != x.shape[2]:
+      raise ValueError(f"Expected square NHWC images (N, H, W, C), got shape {x.shape}.")
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
+    x = x.astype(self.dtype)
+    h = nn.silu(_conv(self.hidden, 4, 2, self.dtype, in_features=x.shape[-1], name="stem",
+                      **kw)(x))
+    h = FirstDownBlock(2 * self.hidden, self.dtype, name="down_0", **kw)(h)
+    h = FirstDownBlock(self.latent_channels, self.dtype, name="down_1", **kw)(h)
+    n, g, _, c = h.shape
+    flat = h.transpose(0, 3, 1, 2).reshape(n, c * g * g)  # PyTorch's NCHW flatten order
+    flat = CodeNorm(self.bn_momentum, self.bn_epsilon, self.norm_running_variance,
+                    name="code_norm")(flat, train=train)
+    return flat.reshape(n, c, g, g).transpose(0, 2, 3, 1)
+
+
+class FirstDecoder(nn.Module):
+  """Code `(N, g, g, latent_channels)` → image `(N, s, s, C)` in [0, 1], float32.
+
+  Two up blocks and a transposed-convolution head give side `8g`; a sigmoid,
+  then a bilinear resize to `image_size` when that differs (`resize_bilinear`).
+  """
+
+  hidden: int
+  latent_channels: int
+  image_size: int
+  image_channels: int
+  dtype: Dtype = jnp.float32
+  initializer: str = "pytorch"
+  conv_precision: str = "default"
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    kw = dict(initializer=self.initializer, precision=self.conv_precision)
+    h = z.astype(self.dtype)
+    h = FirstUpBlock(2 * self.hidden, self.dtype, name="up_0", **kw)(h)
+    h = FirstUpBlock(self.hidden, self.dtype, name="up_1", **kw)(h)
+    h = _conv_transpose(self.image_channels, self.dtype, name="to_image", **kw)(h)
+    return resize_bilinear(nn.sigmoid(h.astype(jnp.float32)), self.image_size)
+
+
 class Autoencoder(nn.Module):
-  """Encoder + decoder with params `{'encoder': ..., 'decoder': ...}`."""
+  """Encoder + decoder with params `{'encoder': ..., 'decoder': ...}`.
+
+  `arch` picks the architecture (`ARCHS`): `'residual'` (`Encoder` /
+  `Decoder`) or `'first'` (`FirstEncoder` / `FirstDecoder`, spatial codes
+  only; `pool`, `pool_channels` and `dense_precision` are unused there).
+  """
 
   hidden: int = 64
   latent_channels: int = 32
@@ -378,11 +594,20 @@ class Autoencoder(nn.Module):
   conv_precision: str = "default"
   dense_precision: str = "highest"
   norm_running_variance: str = "unbiased"
+  arch: str = "residual"
 
   def setup(self):
-    _validate(self.image_size, self.image_channels, self.latent, self.pool)
+    _validate(self.image_size, self.image_channels, self.latent, self.pool, arch=self.arch,
+              hidden=self.hidden, latent_channels=self.latent_channels)
     _validate_options(self.initializer, self.conv_precision, self.dense_precision,
                       self.norm_running_variance)
+    if self.arch == "first":
+      shared = dict(hidden=self.hidden, latent_channels=self.latent_channels, dtype=self.dtype,
+                    initializer=self.initializer, conv_precision=self.conv_precision)
+      self.encoder = FirstEncoder(norm_running_variance=self.norm_running_variance, **shared)
+      self.decoder = FirstDecoder(image_size=self.image_size, image_channels=self.image_channels,
+                                  **shared)
+      return
     shared = dict(hidden=self.hidden, latent_channels=self.latent_channels, latent=self.latent,
                   pool=self.pool, pool_channels=self.pool_channels, dtype=self.dtype,
                   initializer=self.initializer, conv_precision=self.conv_precision,
@@ -409,6 +634,9 @@ class Autoencoder(nn.Module):
   @property
   def latent_shape(self) -> tuple[int, ...]:
     """Shape of one code (without the batch axis)."""
+    if self.arch == "first":
+      g = first_arch_grid(self.image_size)
+      return (g, g, self.latent_channels)
     if self.latent == "spatial":
       g = self.image_size // DOWNSAMPLE
       return (g, g, self.latent_channels)
@@ -436,7 +664,14 @@ def _check_image(x: jax.Array) -> None:
     )
 
 
-def _validate(image_size: int, image_channels: int, latent: str, pool: str) -> None:
+def _validate(image_size: int, image_channels: int, latent: str, pool: str, *,
+              arch: str = "residual", hidden: int | None = None,
+              latent_channels: int | None = None) -> None:
+  if arch not in ARCHS:
+    raise ValueError(f"Unknown model.arch {arch!r}; valid: {', '.join(ARCHS)}.")
+  if arch == "first":
+    _validate_first(image_size, image_channels, latent, hidden, latent_channels)
+    return
   if image_size % DOWNSAMPLE or image_size <= 0:
     raise ValueError(
         f"image side must be divisible by {DOWNSAMPLE} (three 2x downsamplings); "
@@ -451,6 +686,30 @@ def _validate(image_size: int, image_channels: int, latent: str, pool: str) -> N
       raise ValueError(f"Unknown pool {pool!r}; valid: {', '.join(POOL_KINDS)}.")
     if pool == "progressive":
       _progressive_steps(image_size // DOWNSAMPLE)
+
+
+def _validate_first(image_size: int, image_channels: int, latent: str, hidden: int | None,
+                    latent_channels: int | None) -> None:
+  # Any side >= 8 works (odd sides are padded in the skips and the decoder's
+  # 8·grid output is resized); the parameter-free skips need divisible widths.
+  if image_size < 8:
+    raise ValueError(f"model.arch='first' needs image_size >= 8, got {image_size}.")
+  if image_channels not in (1, 3):
+    raise ValueError(f"image_channels must be 1 or 3, got {image_channels}.")
+  if latent != "spatial":
+    raise ValueError(f"model.arch='first' has a spatial code only; got latent={latent!r}.")
+  if hidden is None or latent_channels is None:
+    return
+  h, c = hidden, latent_channels
+  if h <= 0 or c <= 0:
+    raise ValueError(f"model.hidden and model.latent_channels must be positive, got {h} and {c}.")
+  # Skips: 8h unshuffled channels averaged into c; c/4 shuffled channels
+  # tiled to 2h; 2h/4 shuffled channels tiled to h.
+  if h % 2 or (8 * h) % c or c % 4 or (2 * h) % (c // 4):
+    raise ValueError(
+        f"model.arch='first' needs an even model.hidden, model.latent_channels divisible by 4, "
+        f"8·hidden divisible by latent_channels and 2·hidden divisible by latent_channels/4 "
+        f"(parameter-free skips); got hidden={h}, latent_channels={c}.")
 
 
 def _validate_options(initializer: str, conv_precision: str, dense_precision: str,
@@ -472,6 +731,7 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
   """Builds an `Autoencoder` from a model config (fields as in `configs/`).
 
   Expected fields: `hidden`, `latent_channels`, `latent`, and optionally
+  `arch` ('residual' | 'first', see the module docstring),
   `pool`, `pool_channels`, `dtype` ('float32' or 'bfloat16': the compute
   dtype; parameters are always float32), `init` ('pytorch' | 'flax'),
   `conv_precision` / `dense_precision` ('default' | 'high' | 'highest': the
@@ -483,7 +743,9 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
   dtype_name = config.get("dtype", "float32")
   if dtype_name not in DTYPES:
     raise ValueError(f"Unknown model dtype {dtype_name!r}; valid: {', '.join(DTYPES)}.")
-  _validate(image_size, image_channels, config.latent, config.get("pool", "mlp"))
+  arch = config.get("arch", "residual")
+  _validate(image_size, image_channels, config.latent, config.get("pool", "mlp"), arch=arch,
+            hidden=config.hidden, latent_channels=config.latent_channels)
   options = dict(initializer=config.get("init", "pytorch"),
                  conv_precision=config.get("conv_precision", "default"),
                  dense_precision=config.get("dense_precision", "highest"),
@@ -498,6 +760,7 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
       pool=config.get("pool", "mlp"),
       pool_channels=config.get("pool_channels", 128),
       dtype=DTYPES[dtype_name],
+      arch=arch,
       **options,
   )
 

@@ -124,14 +124,23 @@ def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class SigregSpec:
-  """Weight and statistic settings of the SIGReg term."""
+  """Weight and statistic settings of the SIGReg term.
+
+  `flatten`: each spatial code `(H, W, C)` is one `C·H·W` vector, flattened
+  channel-major as PyTorch's `flatten(1)` of an NCHW map (the published toy
+  run, before the reference moved to per-position samples in 59031b2);
+  otherwise each position is its own sample set (`sigreg.sigreg`).
+  """
 
   weight: float = 0.03
   num_slices: int = 256
   num_knots: int = 17
   t_max: float = 3.0
+  flatten: bool = False
 
   def __call__(self, codes: jax.Array, key: jax.Array) -> jax.Array:
+    if self.flatten and codes.ndim == 4:
+      codes = codes.transpose(0, 3, 1, 2).reshape(codes.shape[0], -1)
     return sigreg_lib.sigreg(codes, key, num_slices=self.num_slices,
                              num_knots=self.num_knots, t_max=self.t_max)
 
@@ -400,6 +409,7 @@ def sigreg_spec(config: ml_collections.ConfigDict, default_weight: float = 0.03)
       num_slices=int(config.get("sigreg_slices", 256)),
       num_knots=int(config.get("sigreg_knots", 17)),
       t_max=float(config.get("sigreg_t_max", 3.0)),
+      flatten=bool(config.get("sigreg_flatten", False)),
   )
 
 
@@ -409,7 +419,7 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
   Fields (all optional but `name`): `views`, `view_weights`, `view_args`
   (per-view keyword arguments, e.g. `{'crop_resize': {'crop_ratio': 0.15}}`),
   `plain_weight`, `sigreg_weight`, `sigreg_slices`, `sigreg_knots`,
-  `sigreg_t_max`, `sigreg_on`, `judge`, `ema_decay`, `mask_ratio` and
+  `sigreg_t_max`, `sigreg_flatten`, `sigreg_on`, `judge`, `ema_decay`, `mask_ratio` and
   `masked_updates_norm` (masked objectives),
   `crop_view` (masked_self_teaching's shared view, default `crop_resize`).
   """

@@ -48,7 +48,8 @@ def _shrink(config, image_size=None):
 
 
 @pytest.mark.parametrize("name,arg,params", [
-    ("shapes", None, 144_929),
+    ("shapes", None, 163_969),  # the first architecture at 28 px (tests/first_arch_test.py)
+    ("shapes", "residual_arch", 144_929),
     ("cifar", None, 580_291),
     ("celeba", None, 2_126_083),
     ("celeba_masked", "128", 11_153_155),

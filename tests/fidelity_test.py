@@ -496,7 +496,8 @@ def test_celeba_is_the_central_128_window_without_resizing():
                                       eval_mask_ratio=0.35, sigreg_weight=0.0, latent_channels=512)),
     ("shapes", None, dict(learning_rate=1e-3, batch_size=64, num_epochs=10, weight_decay=0.0,
                           lr_schedule="constant", sigreg_weight=0.1, judge="live", sigreg_on="views",
-                          views="pixel_mask", pixel_ratio=0.7, hidden=32, latent_channels=16)),
+                          views="pixel_mask", pixel_ratio=0.7, hidden=32, latent_channels=16,
+                          arch="first", image_size=28, sigreg_flatten=True)),
     ("cifar", "detail_stack", dict(views=",".join(views.DETAIL_STACK), plain_weight=1.0)),
     ("cifar", "live", dict(judge="live", sigreg_on="views")),
     ("cifar", "ema", dict(judge="ema", ema_decay=0.999, sigreg_on="code")),
@@ -507,10 +508,10 @@ def test_published_configs_carry_the_published_settings(name, arg, expected):
   flat = dict(learning_rate=c.learning_rate, batch_size=c.batch_size, num_epochs=c.num_epochs,
               lr_schedule=c.lr_schedule, weight_decay=c.weight_decay, image_size=c.image_size,
               grad_clip_norm=c.grad_clip_norm, init=c.model.init,
-              **{k: c.model[k] for k in ("hidden", "latent_channels", "pool", "latent")},
+              **{k: c.model[k] for k in ("arch", "hidden", "latent_channels", "pool", "latent")},
               **{k: c.objective[k] for k in ("name", "views", "plain_weight", "sigreg_weight",
                                              "judge", "sigreg_on", "mask_ratio", "eval_mask_ratio",
-                                             "masked_updates_norm", "ema_decay")})
+                                             "masked_updates_norm", "ema_decay", "sigreg_flatten")})
   flat["crop_ratio"] = c.objective.view_args.crop_resize.crop_ratio
   flat["pixel_ratio"] = c.objective.view_args.get("pixel_mask", {}).get("ratio")
   assert flat["init"] == "pytorch" and flat["grad_clip_norm"] == 0.0
