@@ -295,7 +295,8 @@ def self_teaching_loss(model: Autoencoder, images: torch.Tensor, crop: dict[str,
 
 
 def num_train_steps(batch_size: int) -> int:
-  return max(1, CIFAR["num_epochs"] * CIFAR["train_size"] // batch_size)
+  """The reference's `epochs * len(train_loader)`: DataLoader(drop_last=False) has ⌈N/B⌉ batches."""
+  return max(1, CIFAR["num_epochs"] * -(-CIFAR["train_size"] // batch_size))
 
 
 def learning_rate(step: int, batch_size: int) -> float:

@@ -8,6 +8,8 @@ checked before any compilation, so bad input fails in one line.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import ml_collections
 
@@ -29,8 +31,14 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.seed = 0
   c.batch_size = 128  # global batch
-  c.num_train_steps = -1  # -1: derived from num_epochs
+  c.num_train_steps = -1  # -1: derived from num_epochs (and epoch_end)
   c.num_epochs = 50
+  # How steps cut the epochs (data.BatchSchedule): "partial", as PyTorch's
+  # DataLoader(shuffle=True, drop_last=False) in every published run: each
+  # epoch a new permutation ending with one smaller batch of N mod B images,
+  # ⌈N/B⌉ steps an epoch; "continue" (ours): fixed global batches running
+  # across epoch boundaries, ⌊epochs·N/B⌋ steps.
+  c.epoch_end = "partial"
   # Optimiser: PyTorch's AdamW defaults (β 0.9/0.999, ε 1e-8, decay 0.01 on
   # every parameter) at a constant rate, as every published run trained.
   c.learning_rate = 1e-4
@@ -94,9 +102,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns a copy with derived fields filled in; raises ValueError on bad input.
 
   Fills `image_size` (dataset default when -1), `image_channels` and
-  `num_train_steps` (from `num_epochs` when -1), then builds the model and the
-  objective once so that unknown names and impossible shapes fail here with a
-  one-line message rather than deep inside XLA.
+  `num_train_steps` (from `num_epochs` when -1: `num_epochs · ⌈N/B⌉` with
+  `epoch_end='partial'`, one step less an epoch where the smaller batch is
+  trimmed away on many devices, `⌊num_epochs·N/B⌋` with 'continue'), then
+  builds the model and the objective once so that unknown names and
+  impossible shapes fail here with a one-line message rather than deep
+  inside XLA.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   info = data.dataset_info(config.dataset)
@@ -105,11 +116,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.image_channels = info.channels
   if config.batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {config.batch_size}.")
-  if config.num_train_steps in (-1, None):
-    train_size = info.split_size("train")
-    if train_size is None:
-      raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
-    config.num_train_steps = max(1, config.num_epochs * train_size // config.batch_size)
+  epoch_end = config.get("epoch_end", "partial")
+  if epoch_end not in data.EPOCH_ENDS:
+    raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
   if config.get("lr_schedule", "constant") not in ("constant", "warmup_cosine"):
     raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; valid: constant, warmup_cosine.")
   for field in ("log_every_steps", "checkpoint_every_steps"):
@@ -122,7 +131,23 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   mesh_shape = sharding.mesh_shape(config.get("mesh"), jax.device_count())
   for field in ("batch_size", "eval_batch_size"):
     sharding.check_batch_size(field, config[field], mesh_shape, jax.process_count())
+  train_size = info.split_size("train")
+  if train_size is not None:  # raises if 'partial' epochs would hold no batch at all
+    schedule = data.BatchSchedule(train_size, config.batch_size, epoch_end,
+                                  data_shards(mesh_shape, jax.process_count()))
+  if config.num_train_steps in (-1, None):
+    if train_size is None:
+      raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
+    config.num_train_steps = schedule.num_steps(config.num_epochs)
   return config
+
+
+def data_shards(mesh_shape: tuple[int, int], num_processes: int) -> int:
+  """How many parts every batch is split into: one per device (and per process).
+
+  A 'partial' epoch's smaller last batch is trimmed to a multiple of this.
+  """
+  return math.lcm(int(mesh_shape[0]) * int(mesh_shape[1]), int(num_processes))
 
 
 # Ablation-ladder variants shared by the image configs; combine with commas,

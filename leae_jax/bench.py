@@ -159,19 +159,21 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
     context = tfds.testing.mock_data(num_examples=4096, policy=tfds.testing.MockPolicy.USE_CODE)
     records = None
   with context:
-    local = config.batch_size // jax.process_count()
-    loader = data.create_loader(
-        config.dataset, "train", batch_size=local, image_size=config.image_size,
-        seed=config.seed, shuffle=True, num_epochs=None, worker_count=config.num_workers,
+    # The loader training reads (train.Trainer.train_loader), this process's rows.
+    loader = data.create_train_loader(
+        config.dataset, batch_size=config.batch_size, seed=config.seed,
+        epoch_end=config.get("epoch_end", "partial"), image_size=config.image_size,
+        worker_count=config.num_workers,
         source=records if records is not None else open_source())
     iterator = iter(loader)
     for _ in range(warmup):  # starts workers, opens files
       next(iterator)
     t0 = time.perf_counter()
-    for _ in range(batches):
-      next(iterator)
+    images = sum(len(next(iterator)["image"]) for _ in range(batches))
     seconds = time.perf_counter() - t0
-  return {"input_images_per_s": round(batches * local / seconds, 2), "input_source": source,
+    if hasattr(iterator, "close"):
+      iterator.close()
+  return {"input_images_per_s": round(images / seconds, 2), "input_source": source,
           "num_workers": int(config.num_workers)}
 
 

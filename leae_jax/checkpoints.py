@@ -9,10 +9,10 @@ One checkpoint holds two items:
   size, objective), checked before restoring so that an incompatible config
   fails in one line instead of deep inside orbax.
 
-The data position is not an item: the training loader's record order is a
-function of the seed alone and its position after `s` steps is record `s ·
-batch_size` (`data.GlobalOrderSampler`), so a resumed run sees exactly the
-batches an uninterrupted one would have — on any number of hosts or workers.
+The data position is not an item: the training loader's batch of step `s` is
+a function of the seed and `s` alone (`data.create_train_loader`, cut by
+`data.BatchSchedule`), so a resumed run sees exactly the batches an
+uninterrupted one would have — on any number of hosts or workers.
 
 Saves happen every `checkpoint_every_steps` and at 0/20/40/60/80/100 % of
 training; the newest `keep` checkpoints and all milestones are kept. orbax

@@ -132,7 +132,8 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
   if keys is None:
     keys = sorted({k for r in records for k, v in r.items()
                    if k != "step" and isinstance(v, (int, float)) and
-                   (k.startswith("train/") or k.startswith("eval/")) and "images_per_s" not in k})
+                   (k.startswith("train/") or k.startswith("eval/")) and "images_per_s" not in k
+                   and k != "train/epoch"})
   series = {k: [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))] for k in keys}
   series = {k: v for k, v in series.items() if v}
   if not series:

@@ -214,6 +214,9 @@ class Trainer:
     self.replicated = sharding.replicated(self.mesh)
     for name in ("batch_size", "eval_batch_size"):
       sharding.check_batch(name, int(config[name]), self.mesh)
+    # A 'partial' epoch's smaller last batch is trimmed to a multiple of this.
+    self.data_shards = base_config.data_shards((self.mesh.shape["data"], self.mesh.shape["fsdp"]),
+                                               jax.process_count())
     create = functools.partial(create_train_state, config, self.model, self.objective,
                                self.optimizer)
     min_size = int((mesh_config or {}).get("fsdp_min_size", sharding.FSDP_MIN_SIZE))
@@ -237,14 +240,18 @@ class Trainer:
     """This process's share of a batch → a global array split over the mesh."""
     return jax.make_array_from_process_local_data(self.data_sharding, local_images)
 
-  def train_loader(self, start_step: int = 0):
-    """This process's rows of every global batch, from the batch of `start_step` on."""
+  def train_loader(self, start_step: int = 0) -> data.TrainLoader:
+    """This process's rows of every step's global batch, from the batch of `start_step` on.
+
+    The steps cut the seed's record order as `config.epoch_end` says
+    (`data.BatchSchedule`): with 'partial', each epoch ends with a smaller
+    batch, trimmed to a multiple of `data_shards` so that it splits evenly.
+    """
     c = self.config
-    return data.create_loader(
-        c.dataset, "train", batch_size=c.batch_size // jax.process_count(),
-        image_size=c.image_size, seed=c.seed, shuffle=True, num_epochs=None,
-        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir,
-        start_index=start_step * c.batch_size)
+    return data.create_train_loader(
+        c.dataset, batch_size=c.batch_size, seed=c.seed, epoch_end=c.get("epoch_end", "partial"),
+        multiple=self.data_shards, start_step=start_step, image_size=c.image_size,
+        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
 
   def evaluate(self, state: TrainState, *, max_batches: int = -1,
                collect_codes: bool = False) -> "EvalResult":
@@ -413,10 +420,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   num_steps = int(config.num_train_steps)
   start_step = int(jax.device_get(state.step))
-  train_iter = iter(trainer.train_loader(start_step))
+  loader = trainer.train_loader(start_step)
+  batches = loader.schedule
+  logging.info("Epochs of %s steps (%d records, global batch %d, last batch %d, epoch_end=%s).",
+               batches.steps_per_epoch, batches.num_records, batches.batch_size,
+               batches.last_batch_size, batches.epoch_end)
+  train_iter = iter(loader)
   progress = Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
   buffer: list[dict[str, jax.Array]] = []
-  last_time, last_step = time.perf_counter(), start_step
+  last_time, images_seen = time.perf_counter(), 0  # images since the last log (batches vary)
   eval_results: dict[str, Any] = {}
   preempted = False
 
@@ -443,14 +455,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         save(start_step)
       for step in range(start_step, num_steps):
         batch = next(train_iter)
-        state, step_metrics = trainer.train_step(state, trainer.global_batch(batch["image"]))
+        # The last batch of a 'partial' epoch is smaller: jit compiles the step
+        # once more for its shape, on its first occurrence.
+        images = trainer.global_batch(batch["image"])
+        state, step_metrics = trainer.train_step(state, images)
         buffer.append(step_metrics)
+        images_seen += images.shape[0]
         done = step + 1
         if done % config.log_every_steps == 0 or done == num_steps:
+          # Each step weighs the same in the means, the smaller batch too: the
+          # published runs logged step by step.
           summary = _summarise(buffer, done - len(buffer))
           now = time.perf_counter()
-          summary["images_per_s"] = (done - last_step) * config.batch_size / max(now - last_time, 1e-9)
-          last_time, last_step, buffer = now, done, []
+          summary["images_per_s"] = images_seen / max(now - last_time, 1e-9)
+          summary["epoch"] = batches.epochs_done(done)
+          last_time, images_seen, buffer = now, 0, []
           writer.write_scalars(done, {f"train/{k}": v for k, v in summary.items()})
           progress.update(done, summary)
         if stop.should_stop(done):
@@ -463,9 +482,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           save(done)
         if config.eval_every_steps > 0 and (done % config.eval_every_steps == 0 or done == num_steps):
           eval_results = run_eval(done)
-          last_time = time.perf_counter()  # evaluation time is not training throughput
+          # Evaluation time is not training throughput.
+          last_time, images_seen = time.perf_counter(), 0
   finally:
     progress.close()
+    if hasattr(train_iter, "close"):  # stops read threads and worker processes now
+      train_iter.close()
     ckpt.close()  # waits for pending (good) saves
     if is_main:
       outputs.plot_curves(outputs.read_metrics(workdir), os.path.join(workdir, "loss_curves.png"))
@@ -476,7 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 class Progress:
   """Console progress: a tqdm bar updated at log steps, or log lines without one."""
 
-  _KEYS = ("loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
+  _KEYS = ("epoch", "loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
 
   def __init__(self, total: int, initial: int, *, enabled: bool, bar: bool):
     self.enabled = enabled

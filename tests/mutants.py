@@ -41,6 +41,7 @@ V = "tests/views_test.py::"
 C = "tests/checkpoints_test.py::"
 M = "tests/main_test.py::"
 E = "tests/evaluate_test.py::"
+P = "tests/epoch_end_test.py::"
 
 HAND = O + "test_library_loss_value_and_gradients_match_the_hand_derivation"
 MASKED_HAND = O + "test_masked_objective_value_and_gradients_match_the_hand_derivation"
@@ -200,14 +201,24 @@ MUTANTS = [
            (T + "test_step_keys_depend_only_on_seed_and_step",)),
     Mutant("resume_skips_a_batch", "a resumed run starts one batch too far",
            "leae_jax/train.py",
-           "start_index=start_step * c.batch_size)",
-           "start_index=(start_step + 1 if start_step else 0) * c.batch_size)",
+           "multiple=self.data_shards, start_step=start_step,",
+           "multiple=self.data_shards, start_step=start_step + 1 if start_step else 0,",
            (C + "test_harmless_config_changes_resume",)),
     Mutant("loader_off_by_one_batch", "the train loader starts one batch late, fresh runs too",
            "leae_jax/train.py",
-           "start_index=start_step * c.batch_size)",
-           "start_index=(start_step + 1) * c.batch_size)",
+           "multiple=self.data_shards, start_step=start_step,",
+           "multiple=self.data_shards, start_step=start_step + 1,",
            (T + "test_train_loader_starts_at_the_batch_of_the_step",)),
+    Mutant("epoch_without_partial_batch", "'partial' epochs read full batches only, across epochs",
+           "leae_jax/data.py",
+           "    full = index < self.num_records // self.batch_size\n",
+           "    full = True\n",
+           (P + "test_partial_epochs_are_8_8_4_each_a_new_permutation_of_every_record",)),
+    Mutant("partial_batch_not_trimmed", "the smaller batch is not trimmed to the data shards",
+           "leae_jax/data.py",
+           "    return remainder - remainder % self.multiple\n",
+           "    return remainder\n",
+           (P + "test_the_smaller_batch_is_trimmed_to_split_over_three_shards",)),
     Mutant("nan_check_skipped_before_save", "checkpoints are saved without checking the losses",
            "leae_jax/train.py",
            "    losses = jax.device_get([m[\"loss\"] for m in buffer])\n"
