@@ -140,7 +140,10 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
     return None
   cols = min(3, len(series))
   rows = math.ceil(len(series) / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+  # Fixed margins: tight_layout would measure every text (about half the time of a small figure).
+  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False,
+                           gridspec_kw=dict(left=0.12 / cols ** 0.5, right=0.97, bottom=0.5 / (3.2 * rows),
+                                            top=1 - 0.35 / (3.2 * rows), wspace=0.35, hspace=0.3 + 0.1 * rows))
   for ax, (k, pts) in zip(axes.flat, series.items()):
     steps, values = zip(*pts)
     ax.plot(steps, values, marker="." if len(pts) < 30 else None)
@@ -152,7 +155,6 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
     ax.grid(alpha=0.3)
   for ax in list(axes.flat)[len(series):]:
     ax.axis("off")
-  fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path

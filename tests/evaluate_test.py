@@ -118,8 +118,9 @@ def test_evaluate_a_short_shapes_run_returns_every_field(tmp_path):
 
 
 def test_masked_run_reports_hole_psnr_and_comparison_grid(tmp_path):
-  a = _short_run(tmp_path / "a")
-  b = _short_run(tmp_path / "b", **{"objective.name": "masked_mse"})
+  quick = {"num_train_steps": 2, "eval_every_steps": 0, "checkpoint_every_steps": 2}
+  a = _short_run(tmp_path / "a", **quick)
+  b = _short_run(tmp_path / "b", **{"objective.name": "masked_mse", **quick})
   results = evaluate.evaluate_workdir(b, probe=False, max_batches=1)
   assert np.isfinite(results["hole_psnr"]) and np.isfinite(results["masked_psnr"])
   out = evaluate.compare_workdirs([a, b], str(tmp_path / "compare.png"), num_images=4)

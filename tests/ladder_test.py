@@ -51,8 +51,8 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
   out, root = str(tmp_path / "results"), str(tmp_path / "workdirs")
   kw = dict(workdir_root=root, probe_train_examples=32, batch_size=8, hidden=4, latent_channels=4,
             eval_batch_size=16, idx_dir=idx, data_dir=empty, sigreg_slices=8)
-  # Two seeds × two nested budgets of one rung, and one masked run (hole metrics).
-  jobs = (ladder.plan(["mse"], [0, 1], [2, 4], [], curve_rungs=[])
+  # Two nested budgets of one rung, and one masked run (hole metrics).
+  jobs = (ladder.plan(["mse"], [0], [2, 4], [], curve_rungs=[])
           + ladder.plan(["masked_self_teaching"], [0], [2], [], curve_rungs=[]))
   calls = []
 
@@ -61,14 +61,14 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
     calls.append((os.path.relpath(workdir, root), int(config.num_train_steps)))
     return train.train_and_evaluate(config, workdir)
 
-  assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 5
-  assert len(calls) == 5
+  assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 3
+  assert calls == [(os.path.join("mse", "seed0"), 2), (os.path.join("mse", "seed0"), 4),
+                   (os.path.join("masked_self_teaching", "seed0"), 2)]
   first = json.load(open(ladder.result_path(out, "mse", 0, 4)))
   assert (first["rung"], first["seed"], first["steps"], first["step"]) == ("mse", 0, 4, 4)
   assert np.isfinite(first["psnr"]) and 0 <= first["probe_accuracy"] <= 1
   # Samples for the comparison grid are kept for the first seed only.
   assert os.path.exists(ladder.result_path(out, "mse", 0, 2, "_samples.npz"))
-  assert not os.path.exists(ladder.result_path(out, "mse", 1, 2, "_samples.npz"))
   # Nested budgets: the 4-step segment resumed from the 2-step checkpoint, so
   # it equals a straight 4-step run of the same seed.
   straight = str(tmp_path / "straight")
@@ -80,18 +80,30 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
                            straight)
   again = evaluate.evaluate_workdir(straight, 4, probe_train_examples=32, figures=False)
   np.testing.assert_allclose(again["psnr"], first["psnr"], rtol=1e-6)
-  # Re-running computes nothing; deleting one result recomputes only it.
+  # Re-running computes nothing; deleting one result recomputes only it (from
+  # the checkpoint already at that step: an evaluation, no training).
   calls.clear()
   assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 0
   assert calls == []
-  os.remove(ladder.result_path(out, "mse", 1, 4))
+  os.remove(ladder.result_path(out, "mse", 0, 4))
   assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 1
-  assert calls == [(os.path.join("mse", "seed1"), 4)]
+  assert calls == [(os.path.join("mse", "seed0"), 4)]
+  np.testing.assert_allclose(json.load(open(ladder.result_path(out, "mse", 0, 4)))["psnr"],
+                             first["psnr"], rtol=1e-6)
+  # A second seed's stored results (written here: the report reads only files)
+  # 1 dB above the first: the report shows their mean ± standard deviation.
+  for steps in (2, 4):
+    result = json.load(open(ladder.result_path(out, "mse", 0, steps)))
+    result.update(seed=1, psnr=result["psnr"] + 1.0)
+    with open(ladder.result_path(out, "mse", 1, steps), "w") as f:
+      json.dump(result, f)
   # The report is written from the stored results alone.
   path = ladder.write_report(out, command="ladder test")
   report = open(path).read()
   assert "## 2 steps" in report and "## 4 steps" in report
-  assert "`masked_self_teaching` | " in report and "`mse` | pixel MSE baseline | 2 |" in report
+  assert "`masked_self_teaching` | " in report
+  # Mean ± sample standard deviation of p and p + 1: p + 0.5 ± 1/√2.
+  assert (f"`mse` | pixel MSE baseline | 2 | {first['psnr'] + 0.5:.2f} ± 0.71 |" in report), report
   assert json.load(open(ladder.result_path(out, "masked_self_teaching", 0, 2)))["hole_psnr"] > 0
   assert ladder.VERDICT_RULE in report
   assert os.path.exists(os.path.join(out, "bars.png"))

@@ -321,6 +321,9 @@ def apply(mutant: Mutant, root: str) -> None:
 
 def environment(root: str) -> dict[str, str]:
   env = dict(os.environ, PYTHONPATH=root, PYTHONDONTWRITEBYTECODE="1")
+  # One compilation cache for every copy (conftest would put it inside each
+  # copy, cold): a mutant's changed programs get their own keys, the rest hit.
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "jax_compilation"))
   env.pop("PYTEST_XDIST_WORKER", None)
   return env
 

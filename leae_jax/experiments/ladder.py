@@ -425,6 +425,11 @@ def _pyplot():
   return plt
 
 
+def _sample_std(values) -> float:
+  """The standard deviation the tables print (ddof=1); 0 (no bar) for fewer than two seeds."""
+  return float(np.std(values, ddof=1)) if values and len(values) > 1 else 0.0
+
+
 def plot_bars(table, rungs, budgets, path: str) -> str | None:
   """PSNR and probe accuracy, mean ± std over seeds, per rung and budget."""
   plt = _pyplot()
@@ -433,7 +438,7 @@ def plot_bars(table, rungs, budgets, path: str) -> str | None:
   for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "probe_accuracy", "probe top-1")):
     for i, steps in enumerate(budgets):
       means = [np.mean(table.get((r.name, steps), {}).get(metric) or [np.nan]) for r in rungs]
-      stds = [np.std(table.get((r.name, steps), {}).get(metric) or [np.nan], ddof=0) for r in rungs]
+      stds = [_sample_std(table.get((r.name, steps), {}).get(metric)) for r in rungs]
       ax.bar(np.arange(len(rungs)) + i * width, means, width, yerr=stds, capsize=2,
              label=f"{steps} steps")
     ax.set_xticks(np.arange(len(rungs)) + width * (len(budgets) - 1) / 2)
@@ -462,7 +467,7 @@ def plot_budget_curves(table, path: str) -> str | None:
         continue
       xs = [s for s, _ in points]
       means = np.array([np.mean(v) for _, v in points])
-      stds = np.array([np.std(v) for _, v in points])
+      stds = np.array([_sample_std(v) for _, v in points])
       ax.plot(xs, means, marker="o", label=rung)
       ax.fill_between(xs, means - stds, means + stds, alpha=0.2)
     ax.set_xscale("log", base=2)
