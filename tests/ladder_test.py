@@ -69,6 +69,9 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
   assert np.isfinite(first["psnr"]) and 0 <= first["probe_accuracy"] <= 1
   # Samples for the comparison grid are kept for the first seed only.
   assert os.path.exists(ladder.result_path(out, "mse", 0, 2, "_samples.npz"))
+  # ... whatever seeds a later command runs: seed 1 would add none beside seed 0's.
+  assert ladder._samples_of_a_smaller_seed(out, "mse", 1, 2)
+  assert not ladder._samples_of_a_smaller_seed(out, "mse", 0, 2)
   # Nested budgets: the 4-step segment resumed from the 2-step checkpoint, so
   # it equals a straight 4-step run of the same seed.
   straight = str(tmp_path / "straight")

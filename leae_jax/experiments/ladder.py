@@ -19,7 +19,7 @@ Storage:
 * `<out>/runs/<rung>/seed<s>_step<b>.json`: the evaluation at step b (small;
   commit these). A result that exists is never recomputed: re-running the
   command skips every finished (rung, seed, budget) and resumes the rest.
-* `<out>/runs/<rung>/seed<s>_step<b>_samples.npz`: the first test images'
+* `<out>/runs/<rung>/seed<s>_step<b>_samples.npz` (smallest seed only): the first test images'
   reconstructions, for the comparison grid.
 
 `<out>.md` and the figures in `<out>/` are written from the stored results
@@ -199,6 +199,13 @@ def plan(rungs: Iterable[str], seeds: Iterable[int], budgets: Iterable[int],
   return jobs
 
 
+def _samples_of_a_smaller_seed(out: str, rung: str, seed: int, step: int) -> bool:
+  """Whether a smaller seed's samples are stored: the grid keeps the smallest seed's only,
+  whichever seeds one command runs (a later `--seeds=1,2` adds none beside seed 0's)."""
+  found = glob.glob(result_path(out, rung, 0, step, "_samples.npz").replace("seed0_", "seed*_"))
+  return any(int(re.search(r"seed(\d+)_", os.path.basename(p)).group(1)) < seed for p in found)
+
+
 def _save_samples(workdir: str, step: int, path: str, num_images: int = 8) -> None:
   """The first test images, their reconstructions (and masked ones) at `step`, as .npz."""
   import jax
@@ -256,7 +263,7 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
       res = evaluate.evaluate_workdir(workdir, budget, max_batches=eval_batches,
                                       probe_train_examples=probe_train_examples, figures=False)
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      if job.seed == min(j.seed for j in jobs if j.rung.name == job.rung.name):
+      if not _samples_of_a_smaller_seed(out, job.rung.name, job.seed, budget):
         _save_samples(workdir, budget, result_path(out, job.rung.name, job.seed, budget,
                                                    "_samples.npz"))
       row = dict(res, rung=job.rung.name, seed=job.seed, steps=budget,
