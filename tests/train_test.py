@@ -241,24 +241,26 @@ def test_train_and_evaluate_writes_every_output(tmp_path, monkeypatch):
 
   monkeypatch.setattr(train, "Trainer", SpyTrainer)
   monkeypatch.setattr(array_lib.ArrayImpl, "_value", property(spy_value))
-  config = _tiny_shapes_config()  # 4 steps, logged every 2, evaluated at 4
+  # 10 steps, logged every 5, evaluated at 10; milestone saves at 2, 4, 6, 8
+  # (so steps 1, 3, 7 and 9 end with nothing to read: a per-step read shows).
+  config = _tiny_shapes_config(num_train_steps=10, log_every_steps=5, eval_every_steps=10)
   result = train.train_and_evaluate(config, str(tmp_path))
-  assert result["step"] == 4 and np.isfinite(result["psnr"])
+  assert result["step"] == 10 and np.isfinite(result["psnr"])
   files = os.listdir(tmp_path)
-  assert {"config.json", "metrics.jsonl", "loss_curves.png", "eval_grid_00000004.png"} <= set(files)
+  assert {"config.json", "metrics.jsonl", "loss_curves.png", "eval_grid_00000010.png"} <= set(files)
   assert any(f.startswith("events.out.tfevents") for f in files)
   records = outputs.read_metrics(str(tmp_path))
   train_steps = [r["step"] for r in records if "train/loss" in r]
-  assert train_steps == [2, 4]
+  assert train_steps == [5, 10]
   assert all(np.isfinite(v) for r in records for k, v in r.items() if isinstance(v, float))
-  assert json.load(open(tmp_path / "config.json"))["num_train_steps"] == 4
+  assert json.load(open(tmp_path / "config.json"))["num_train_steps"] == 10
 
   names = {name for _, name, _ in produced.values()}
-  assert done[0] == 4 and {"loss", "sigreg", "grad_norm", "agree/pixel_mask"} <= names
-  # Every metric of steps 0-1 is read once the second step is done, of steps 2-3 after the fourth...
+  assert done[0] == 10 and {"loss", "sigreg", "grad_norm", "agree/pixel_mask"} <= names
+  # Every metric of steps 0-4 is read once the fifth step is done, of steps 5-9 after the tenth...
   assert {r for r in reads if r[2] != "loss"} == {
-      (2 if s < 2 else 4, s, n) for s in range(4) for n in names if n != "loss"}
-  # ...and the loss, also before the milestone saves at steps 1 and 3, of the
-  # steps since the last log (milestones of 4 steps: 0, 1, 2, 3, 4).
+      (5 if s < 5 else 10, s, n) for s in range(10) for n in names if n != "loss"}
+  # ...and the loss, also before the milestone saves at steps 2, 4, 6 and 8,
+  # of the steps since the last log.
   assert {(d, s) for d, s, n in reads if n == "loss"} == {
-      (d, s) for d in (1, 2, 3, 4) for s in range(2 * ((d - 1) // 2), d)}
+      (d, s) for d in (2, 4, 5, 6, 8, 10) for s in range(5 * ((d - 1) // 5), d)}
