@@ -1,10 +1,9 @@
-"""Every published config (and variant) builds, initialises and trains two steps offline.
+"""Every published config builds, initialises and trains two steps offline; every variant lowers.
 
 CIFAR-10 and CelebA are download-only, so they run on `tfds.testing.mock_data`
 with a tiny model width; the reference shapes and widths are checked too.
 """
 
-import importlib.util
 import os
 
 import numpy as np
@@ -15,17 +14,10 @@ from leae_jax import models
 from leae_jax import outputs
 from leae_jax import train
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+import helpers
 
 CIFAR_VARIANTS = ["", "pixel_mask", "patch_mask", "channel_mask", "detail_stack", "live", "ema",
                   "plain", "mse", "plain,live"]
-
-
-def load_config(name: str, arg: str | None = None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def _shrink(config, image_size=None):
@@ -57,7 +49,7 @@ def _shrink(config, image_size=None):
     ("celeba_masked", "512,mse", 36_320_131),
 ])
 def test_published_configs_build_the_reference_models(name, arg, params):
-  config = base_config.resolve(load_config(name, arg))
+  config = base_config.resolve(helpers.load_config(name, arg))
   for field in ("dataset", "batch_size", "num_train_steps", "learning_rate", "seed", "objective",
                 "model", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     assert field in config, field
@@ -69,20 +61,20 @@ def test_published_configs_build_the_reference_models(name, arg, params):
 
 
 def test_variants_change_what_they_say():
-  assert load_config("cifar", "plain,live").objective.judge == "live"
-  assert load_config("cifar", "plain").objective.views == ""
-  assert load_config("cifar", "mse").objective.name == "mse"
-  assert load_config("cifar", "mse").objective.sigreg_weight == 0.0  # a plain autoencoder
-  assert load_config("celeba_masked", "128,mse").objective.sigreg_weight == 0.0
-  assert load_config("celeba_masked", "512,mse").objective.name == "masked_mse"
-  assert load_config("celeba_masked", "512").model.latent_channels == 512
+  assert helpers.load_config("cifar", "plain,live").objective.judge == "live"
+  assert helpers.load_config("cifar", "plain").objective.views == ""
+  assert helpers.load_config("cifar", "mse").objective.name == "mse"
+  assert helpers.load_config("cifar", "mse").objective.sigreg_weight == 0.0  # a plain autoencoder
+  assert helpers.load_config("celeba_masked", "128,mse").objective.sigreg_weight == 0.0
+  assert helpers.load_config("celeba_masked", "512,mse").objective.name == "masked_mse"
+  assert helpers.load_config("celeba_masked", "512").model.latent_channels == 512
   with pytest.raises(ValueError, match="valid variants: .*pixel_mask"):
-    load_config("cifar", "rotation")
+    helpers.load_config("cifar", "rotation")
 
 
 def test_cifar_config_trains_two_steps_on_mock_data(tmp_path):
   import tensorflow_datasets as tfds
-  config = _shrink(load_config("cifar"))
+  config = _shrink(helpers.load_config("cifar"))
   with tfds.testing.mock_data(num_examples=8):
     result = train.train_and_evaluate(config, str(tmp_path))
   assert result["step"] == 2
@@ -99,7 +91,7 @@ def test_cifar_variants_resolve_and_their_train_step_lowers(variant):
   # pinned elsewhere (objectives_test, train_test, fidelity_test); compiling
   # and running ten near-identical tiny steps here would only cost minutes.
   import jax
-  config = base_config.resolve(_shrink(load_config("cifar", variant)))
+  config = base_config.resolve(_shrink(helpers.load_config("cifar", variant)))
   trainer = train.Trainer(config)
   state = jax.eval_shape(trainer.init_state)
   batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 3), np.float32,
@@ -113,7 +105,7 @@ def test_cifar_variants_resolve_and_their_train_step_lowers(variant):
 @pytest.mark.parametrize("name,arg", [("celeba", None), ("celeba_masked", "128"), ("celeba_masked", "512,mse")])
 def test_celeba_configs_train_two_steps_on_mock_data(name, arg, tmp_path):
   import tensorflow_datasets as tfds
-  config = _shrink(load_config(name, arg), image_size=32)
+  config = _shrink(helpers.load_config(name, arg), image_size=32)
   with tfds.testing.mock_data(num_examples=8):
     result = train.train_and_evaluate(config, str(tmp_path))
   assert result["step"] == 2 and np.isfinite(result["loss"])

@@ -5,9 +5,7 @@ NumPy re-implementations written from the reference's definitions, or through
 the model's own `apply` rather than the loss functions being checked.
 """
 
-import importlib.util
 import math
-import os
 
 import chex
 import flax.linen as nn
@@ -25,14 +23,8 @@ from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
 from leae_jax import views
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+import helpers
 
-
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 # ---------------------------------------------------------------------------
@@ -504,7 +496,7 @@ def test_celeba_is_the_central_128_window_without_resizing():
     ("cifar", "mse", dict(name="mse", sigreg_weight=0.0)),
 ])
 def test_published_configs_carry_the_published_settings(name, arg, expected):
-  c = _load_config(name, arg)
+  c = helpers.load_config(name, arg)
   flat = dict(learning_rate=c.learning_rate, batch_size=c.batch_size, num_epochs=c.num_epochs,
               lr_schedule=c.lr_schedule, weight_decay=c.weight_decay, image_size=c.image_size,
               grad_clip_norm=c.grad_clip_norm, init=c.model.init,

@@ -8,11 +8,8 @@ under test. The whole forward, loss and gradients against a PyTorch twin:
 `benchmarks/pytorch_first_arch.py` (run by hand; torch is not a test dependency).
 """
 
-import importlib.util
 import math
-import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,14 +25,8 @@ from leae_jax import objectives
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import views
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+import helpers
 
-
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def _first(**kw):
@@ -319,10 +310,10 @@ def test_validation_names_the_constraints_of_the_first_architecture():
 
 
 def test_shapes_config_is_the_toy_run_and_residual_arch_the_later_model():
-  toy = base_config.resolve(_load_config("shapes"))
+  toy = base_config.resolve(helpers.load_config("shapes"))
   assert (toy.model.arch, toy.image_size, toy.image_channels) == ("first", 28, 1)
   assert toy.objective.sigreg_flatten
-  later = base_config.resolve(_load_config("shapes", "residual_arch"))
+  later = base_config.resolve(helpers.load_config("shapes", "residual_arch"))
   assert (later.model.arch, later.image_size, later.objective.sigreg_flatten) == ("residual", 32, False)
   counts = []
   for c in (toy, later):

@@ -1,6 +1,7 @@
 """Shared test helpers: tiny configs, small Fashion-MNIST IDX files, hand-derived objectives."""
 
 import gzip
+import importlib.util
 import os
 
 import jax
@@ -35,6 +36,17 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   c.progress_bar = False
   c.update_from_flattened_dict(overrides)
   return c
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+
+
+def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`configs/<name>.py`'s `get_config(arg)` (no argument when `arg` is None), unresolved."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:

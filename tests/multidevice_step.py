@@ -11,7 +11,6 @@ step moves the params, the AdamW moments and the EMA judge.
 """
 
 import json
-import sys
 
 import jax
 import numpy as np
