@@ -116,7 +116,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.image_channels = info.channels
   if config.batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {config.batch_size}.")
-  epoch_end = config.get("epoch_end", "partial")
+  # Configs saved before the field existed read as the default; later code reads config.epoch_end.
+  config.epoch_end = epoch_end = config.get("epoch_end", "partial")
   if epoch_end not in data.EPOCH_ENDS:
     raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
   if config.get("lr_schedule", "constant") not in ("constant", "warmup_cosine"):

@@ -162,7 +162,7 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
     # The loader training reads (train.Trainer.train_loader), this process's rows.
     loader = data.create_train_loader(
         config.dataset, batch_size=config.batch_size, seed=config.seed,
-        epoch_end=config.get("epoch_end", "partial"), image_size=config.image_size,
+        epoch_end=config.epoch_end, image_size=config.image_size,
         worker_count=config.num_workers,
         source=records if records is not None else open_source())
     iterator = iter(loader)

@@ -249,7 +249,7 @@ class Trainer:
     """
     c = self.config
     return data.create_train_loader(
-        c.dataset, batch_size=c.batch_size, seed=c.seed, epoch_end=c.get("epoch_end", "partial"),
+        c.dataset, batch_size=c.batch_size, seed=c.seed, epoch_end=c.epoch_end,
         multiple=self.data_shards, start_step=start_step, image_size=c.image_size,
         worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
 
