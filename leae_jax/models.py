@@ -392,6 +392,11 @@ def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
   return x.reshape(n, h * block, w * block, c // (block * block))
 
 
+def flatten_channel_major(x: jax.Array) -> jax.Array:
+  """`(N, H, W, C)` → `(N, C·H·W)` in PyTorch's `flatten(1)` order of the NCHW map."""
+  return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+
 def pad_to_even(x: jax.Array) -> jax.Array:
   """Zero-pads an odd height or width by one row / column at the bottom / right."""
   _, h, w, _ = x.shape
@@ -543,7 +548,7 @@ class FirstEncoder(nn.Module):
     h = FirstDownBlock(2 * self.hidden, self.dtype, name="down_0", **kw)(h)
     h = FirstDownBlock(self.latent_channels, self.dtype, name="down_1", **kw)(h)
     n, g, _, c = h.shape
-    flat = h.transpose(0, 3, 1, 2).reshape(n, c * g * g)  # PyTorch's NCHW flatten order
+    flat = flatten_channel_major(h)
     flat = CodeNorm(self.bn_momentum, self.bn_epsilon, self.norm_running_variance,
                     name="code_norm")(flat, train=train)
     return flat.reshape(n, c, g, g).transpose(0, 2, 3, 1)

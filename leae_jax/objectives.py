@@ -140,7 +140,7 @@ class SigregSpec:
 
   def __call__(self, codes: jax.Array, key: jax.Array) -> jax.Array:
     if self.flatten and codes.ndim == 4:
-      codes = codes.transpose(0, 3, 1, 2).reshape(codes.shape[0], -1)
+      codes = models.flatten_channel_major(codes)
     return sigreg_lib.sigreg(codes, key, num_slices=self.num_slices,
                              num_knots=self.num_knots, t_max=self.t_max)
 
