@@ -62,8 +62,10 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
     return train.train_and_evaluate(config, workdir)
 
   assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 3
-  assert calls == [(os.path.join("mse", "seed0"), 2), (os.path.join("mse", "seed0"), 4),
-                   (os.path.join("masked_self_teaching", "seed0"), 2)]
+  # Breadth first: every run reaches the short budget before one goes on.
+  assert calls == [(os.path.join("mse", "seed0"), 2),
+                   (os.path.join("masked_self_teaching", "seed0"), 2),
+                   (os.path.join("mse", "seed0"), 4)]
   first = json.load(open(ladder.result_path(out, "mse", 0, 4)))
   assert (first["rung"], first["seed"], first["steps"], first["step"]) == ("mse", 0, 4, 4)
   assert np.isfinite(first["psnr"]) and 0 <= first["probe_accuracy"] <= 1

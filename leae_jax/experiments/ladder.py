@@ -235,47 +235,50 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
   from leae_jax import train
 
   train_fn = train_fn or train.train_and_evaluate
-  todo = [(job, b) for job in jobs for b in job.budgets
-          if not os.path.exists(result_path(out, job.rung.name, job.seed, b))]
+  # Breadth first: every run reaches the smallest budget before any goes on to
+  # the next, so a stopped experiment leaves complete tables of the short
+  # budgets rather than a few long runs (a run resumes from its workdir's
+  # checkpoint at its previous budget).
+  todo = sorted(((job, b) for job in jobs for b in job.budgets
+                 if not os.path.exists(result_path(out, job.rung.name, job.seed, b))),
+                key=lambda jb: jb[1])
   total = len(todo)
   log(f"ladder: {sum(len(j.budgets) for j in jobs)} results planned, {total} to compute")
-  seconds_per_step, done = None, 0
-  for job in jobs:
+
+  def start_of(job: Job, budget: int) -> int:
+    return max([b for b in job.budgets if b < budget], default=0)
+
+  seconds_per_step = None
+  for done, (job, budget) in enumerate(todo):
     workdir = os.path.join(workdir_root, job.rung.name, f"seed{job.seed}")
-    previous = 0
-    for budget in job.budgets:
-      path = result_path(out, job.rung.name, job.seed, budget)
-      if os.path.exists(path):
-        previous = budget
-        continue
-      remaining = sum(b - (0 if i == 0 else jb.budgets[i - 1])
-                      for jb, b in todo[done:] for i in [jb.budgets.index(b)])
-      eta = "?" if seconds_per_step is None else f"{remaining * seconds_per_step / 60:.0f} min"
-      log(f"[{done + 1}/{total}] {job.rung.name} seed {job.seed} → step {budget} "
-          f"(est. time left {eta})")
-      config = rung_config(job.rung, seed=job.seed, steps=budget, **config_kw)
-      start = time.perf_counter()
-      train_fn(config, workdir)
-      wall = time.perf_counter() - start
-      # Approximate: a resumed segment may have started past `previous`.
-      rate = wall / max(budget - previous, 1)
-      seconds_per_step = rate if seconds_per_step is None else 0.5 * (seconds_per_step + rate)
-      res = evaluate.evaluate_workdir(workdir, budget, max_batches=eval_batches,
-                                      probe_train_examples=probe_train_examples, figures=False)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      if not _samples_of_a_smaller_seed(out, job.rung.name, job.seed, budget):
-        _save_samples(workdir, budget, result_path(out, job.rung.name, job.seed, budget,
-                                                   "_samples.npz"))
-      row = dict(res, rung=job.rung.name, seed=job.seed, steps=budget,
-                 description=job.rung.description, segment_wall_s=wall)
-      with open(path, "w") as f:
-        json.dump(row, f, indent=1, sort_keys=True)
-      log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
-                      if k in ("rung", "seed", "steps", "psnr", "hole_psnr", "probe_accuracy",
-                               "segment_wall_s")}))
-      previous = budget
-      done += 1
-  return done
+    path = result_path(out, job.rung.name, job.seed, budget)
+    remaining = sum(b - start_of(jb, b) for jb, b in todo[done:])
+    eta = "?" if seconds_per_step is None else f"{remaining * seconds_per_step / 60:.0f} min"
+    log(f"[{done + 1}/{total}] {job.rung.name} seed {job.seed} → step {budget} "
+        f"(est. time left {eta})")
+    config = rung_config(job.rung, seed=job.seed, steps=budget, **config_kw)
+    start = time.perf_counter()
+    train_fn(config, workdir)
+    train_wall = time.perf_counter() - start
+    res = evaluate.evaluate_workdir(workdir, budget, max_batches=eval_batches,
+                                    probe_train_examples=probe_train_examples, figures=False)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not _samples_of_a_smaller_seed(out, job.rung.name, job.seed, budget):
+      _save_samples(workdir, budget, result_path(out, job.rung.name, job.seed, budget,
+                                                 "_samples.npz"))
+    wall = time.perf_counter() - start
+    # Training and evaluation per step of the segment (approximate: a resumed
+    # segment may have started past its previous budget).
+    rate = wall / max(budget - start_of(job, budget), 1)
+    seconds_per_step = rate if seconds_per_step is None else 0.5 * (seconds_per_step + rate)
+    row = dict(res, rung=job.rung.name, seed=job.seed, steps=budget,
+               description=job.rung.description, segment_wall_s=train_wall, total_wall_s=wall)
+    with open(path, "w") as f:
+      json.dump(row, f, indent=1, sort_keys=True)
+    log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                    if k in ("rung", "seed", "steps", "psnr", "hole_psnr", "probe_accuracy",
+                             "segment_wall_s")}))
+  return total
 
 
 # ---------------------------------------------------------------------------
