@@ -130,8 +130,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   objectives.create_objective(config.objective, model)
   # The mesh spans every device of every process (after jax.distributed.initialize).
   mesh_shape = sharding.mesh_shape(config.get("mesh"), jax.device_count())
-  for field in ("batch_size", "eval_batch_size"):
-    sharding.check_batch_size(field, config[field], mesh_shape, jax.process_count())
+  # Training batches must split evenly; evaluation batches need not (they are
+  # padded per device, see data.create_eval_loader), so any eval_batch_size works.
+  sharding.check_batch_size("batch_size", config.batch_size, mesh_shape, jax.process_count())
   train_size = info.split_size("train")
   if train_size is not None:  # raises if 'partial' epochs would hold no batch at all
     schedule = data.BatchSchedule(train_size, config.batch_size, epoch_end,

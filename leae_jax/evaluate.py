@@ -66,23 +66,29 @@ def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: trai
 
 def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
                  max_examples: int = -1) -> tuple[np.ndarray, np.ndarray]:
-  """Eval-mode codes and labels of (the first `max_examples` of) a split, in order."""
+  """Eval-mode codes and labels of (the first `max_examples` of) a split, in order.
+
+  Batches as `Trainer.evaluate`'s (`data.create_eval_loader`: `eval_batch_size`
+  real records, padded to split over the devices and processes); the padding
+  is dropped, so the result is the same on any number of devices.
+  """
   c = trainer.config
-  bs = c.eval_batch_size // jax.process_count()
+  batch_size = int(c.eval_batch_size)
+  max_batches = -1 if max_examples < 0 else max(1, -(-max_examples // batch_size))
+  loader = data.create_eval_loader(
+      c.dataset, split, batch_size=batch_size, multiple=trainer.data_shards,
+      max_batches=max_batches, image_size=c.image_size, data_dir=c.data_dir,
+      download=c.download, idx_dir=c.idx_dir)
   encode = jax.jit(lambda s, x: objectives.encode(trainer.model, s.params["encoder"], s.batch_stats,
                                                   x, train=False)[0])
-  codes, labels, seen = [], [], 0
-  for batch in data.iterate_once(c.dataset, split, batch_size=bs, image_size=c.image_size,
-                                 data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir):
+  codes, labels = [], []
+  for batch in loader:
     z = encode(state, trainer.global_batch(batch["image"]))
     z, lab, keep = jax.device_get(_allgather(
         (z, trainer.global_batch(batch["label"]), trainer.global_batch(batch["valid"]))))
-    keep = np.asarray(keep, bool)  # drop the padding of the last global batch
+    keep = np.asarray(keep, bool)  # drop the padding slots
     codes.append(np.asarray(z)[keep])
     labels.append(np.asarray(lab)[keep])
-    seen += codes[-1].shape[0]
-    if 0 <= max_examples <= seen:
-      break
   codes, labels = np.concatenate(codes), np.concatenate(labels)
   return (codes[:max_examples], labels[:max_examples]) if max_examples >= 0 else (codes, labels)
 
@@ -199,7 +205,7 @@ def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8)
   rows, labels, inputs = [], [], None
   for workdir in workdirs:
     config = load_config(workdir)
-    config.eval_batch_size = max(num_images, jax.device_count())
+    config.eval_batch_size = num_images  # any size works on any number of devices
     config.num_grid_images = num_images
     trainer = train.Trainer(config)
     state = restore_state(workdir, config, trainer)

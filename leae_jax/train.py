@@ -162,13 +162,27 @@ def eval_step(
     model: models.Autoencoder,
     objective: objectives.Objective,
     mask: views.View | None,
+    num_real: int | None = None,
 ) -> dict[str, jax.Array]:
   """Objective parts on a test batch plus per-image reconstruction metrics.
 
-  Reconstructions use the running normalisation statistics (inference mode),
-  so per-image numbers do not depend on the rest of the batch.
+  `images` holds the `S` slots of an evaluation global batch
+  (`data.create_eval_loader`); its first `num_real` (`R`, static; default
+  all) are the batch's real images when the batch is full, the rest padding
+  that lets the batch split evenly over the devices. The objective parts
+  depend on batch statistics (batch norm, SIGReg), so they are computed on
+  exactly `images[:R]`, the batch a one-device evaluation sees (XLA's
+  partitioner handles the uneven split of that slice); the masks of the
+  masked metrics are drawn for those `R` images too, so that each image gets
+  the hole it gets on one device. Reconstructions use the running
+  normalisation statistics (inference mode), so per-image numbers do not
+  depend on the rest of the batch: they are returned for every slot, and the
+  caller weights the padding 0.
   """
-  _, aux = objective(state.params, state.batch_stats, images, key, state.ema_params)
+  n = images.shape[0]
+  r = n if num_real is None else min(int(num_real), n)
+  real = images if r == n else images[:r]
+  _, aux = objective(state.params, state.batch_stats, real, key, state.ema_params)
   out = {f"parts/{k}": v for k, v in aux["parts"].items()}
   codes, _ = objectives.encode(model, state.params["encoder"], state.batch_stats, images, train=False)
   recon = objectives.decode(model, state.params["decoder"], codes)
@@ -177,7 +191,10 @@ def eval_step(
              ssim=metrics_lib.per_image_ssim(recon, images),
              codes=codes, images=images, reconstruction=recon)
   if mask is not None:
-    mask_params = mask.sample(key, images.shape)
+    mask_params = mask.sample(key, real.shape)
+    if r < n:  # the padding slots get copies of the last real image's mask
+      mask_params = jax.tree_util.tree_map(
+          lambda m: jnp.pad(m, [(0, n - r)] + [(0, 0)] * (m.ndim - 1), mode="edge"), mask_params)
     masked = mask.transform(mask_params, images)
     codes_m, _ = objectives.encode(model, state.params["encoder"], state.batch_stats, masked, train=False)
     recon_m = objectives.decode(model, state.params["decoder"], codes_m)
@@ -212,9 +229,11 @@ class Trainer:
     self.mesh = sharding.create_mesh(mesh_config, devices)
     self.data_sharding = sharding.batch_sharding(self.mesh)
     self.replicated = sharding.replicated(self.mesh)
-    for name in ("batch_size", "eval_batch_size"):
-      sharding.check_batch(name, int(config[name]), self.mesh)
-    # A 'partial' epoch's smaller last batch is trimmed to a multiple of this.
+    # Training batches must split evenly; evaluation pads its batches instead
+    # (any eval_batch_size works, see `evaluate`).
+    sharding.check_batch("batch_size", int(config.batch_size), self.mesh)
+    # A 'partial' epoch's smaller last batch is trimmed to a multiple of this,
+    # and evaluation batches are padded to a multiple of it.
     self.data_shards = base_config.data_shards((self.mesh.shape["data"], self.mesh.shape["fsdp"]),
                                                jax.process_count())
     create = functools.partial(create_train_state, config, self.model, self.objective,
@@ -229,7 +248,8 @@ class Trainer:
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=(0,))
     self.eval_step = jax.jit(
-        functools.partial(eval_step, model=self.model, objective=self.objective, mask=self.mask),
+        functools.partial(eval_step, model=self.model, objective=self.objective, mask=self.mask,
+                          num_real=int(config.eval_batch_size)),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
   def init_state(self) -> TrainState:
@@ -257,37 +277,44 @@ class Trainer:
                collect_codes: bool = False) -> "EvalResult":
     """Metrics over the test split (or its first `max_batches` batches).
 
-    Per-image metrics (MSE, PSNR, SSIM, hole PSNR) count every test image
-    once: the last global batch is padded and the padding weighted 0. The
-    global batches do not depend on the number of processes.
-    Objective parts depend on batch statistics, so they use full batches only.
-    With `collect_codes`, the eval-mode codes and labels of every counted
-    image are returned too (for probes and latent statistics).
+    Works on any number of devices and processes with the numbers of one
+    device: global batch `b` is test records `[b·R, (b+1)·R)` (`R =
+    eval_batch_size`), padded at its end to a multiple of `data_shards` so
+    that it splits evenly (`data.create_eval_loader`). Per-image metrics
+    (MSE, PSNR, SSIM, masked and hole PSNR) count every test image once,
+    padding weighted 0. Objective parts depend on batch statistics, so they
+    are computed on the `R` real images only (`eval_step`) and counted on
+    full batches only (all `R` present). The key of batch `i` is
+    `fold_in(eval_key, i)`. With `collect_codes`, the eval-mode codes and
+    labels of every counted image are returned too (for probes and latent
+    statistics). The image grid shows real images only.
     """
     c = self.config
-    local_bs = c.eval_batch_size // jax.process_count()
-    loader = data.iterate_once(c.dataset, "test", batch_size=local_bs, image_size=c.image_size,
-                               data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+    num_real = int(c.eval_batch_size)
+    loader = data.create_eval_loader(
+        c.dataset, "test", batch_size=num_real, multiple=self.data_shards, max_batches=max_batches,
+        image_size=c.image_size, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
     eval_key = jax.random.key(c.seed + 1)
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     shown = None
     codes, labels = [], []
     for i, batch in enumerate(loader):
-      if 0 <= max_batches <= i:
-        break
       out = self.eval_step(state, self.global_batch(batch["image"]), jax.random.fold_in(eval_key, i))
       if not collect_codes:
         out.pop("codes")
+      if shown is not None:  # the grid's images come from the first batch only
+        for k in GRID_ROWS:
+          out.pop(k, None)
       out["labels"] = self.global_batch(batch["label"])
       out["valid"] = self.global_batch(batch["valid"])
       out = jax.device_get(multihost_utils.process_allgather(out, tiled=True)
                            if jax.process_count() > 1 else out)
-      # The last global batch is completed with repeats of the last image: weight 0.
+      # Padding slots (the end of every global batch) weigh 0.
       weights = np.asarray(out["valid"], bool)
       for k, v in out.items():
         if k.startswith("parts/"):
-          if weights.all():  # batch-statistics dependent: full batches only
+          if weights[:num_real].sum() == num_real:  # batch-statistics dependent: full batches only
             sums[k] = sums.get(k, 0.0) + float(v)
             counts[k] = counts.get(k, 0.0) + 1
         elif k in PER_IMAGE_METRICS:
@@ -297,7 +324,8 @@ class Trainer:
         codes.append(np.asarray(out["codes"])[weights])
         labels.append(np.asarray(out["labels"])[weights])
       if shown is None:
-        shown = {k: np.asarray(v)[: c.num_grid_images] for k, v in out.items() if k in GRID_ROWS}
+        shown = {k: np.asarray(v)[weights][: c.num_grid_images]
+                 for k, v in out.items() if k in GRID_ROWS}
     if not counts:
       raise ValueError(f"The {c.dataset} test split produced no evaluation batch.")
     results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}

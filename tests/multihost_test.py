@@ -13,9 +13,14 @@ import numpy as np
 
 from main_test import ROOT, TINY, run_main
 
+# Evaluation on the whole test split (2000 shapes) in batches of 1333, which 2
+# processes cannot split: each global batch is padded to 1334 slots (667 a
+# process), and the last one (667 real images) leaves process 1 nothing but
+# padding.
 ARGS = [*TINY, "--config.num_train_steps=6", "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=3", "--config.eval_every_steps=6",
-        "--config.eval_batches=2"]
+        "--config.eval_batch_size=1333", "--config.eval_batches=-1"]
+PER_IMAGE = ("mse", "psnr", "ssim")
 
 
 def _records(workdir) -> dict[int, dict]:
@@ -63,6 +68,21 @@ def test_two_processes_match_one_and_checkpoints_move_between_them(tmp_path):
                              rtol=1e-5, atol=1e-6)
   for key in ("eval/psnr", "eval/loss"):
     np.testing.assert_allclose(multi_records[6][key], single_records[6][key], rtol=1e-5)
+  assert multi_records[6]["eval/num_images"] == 2000
+
+  # The two processes' evaluation of their step-6 state equals one process's
+  # evaluation of the same state (its checkpoint): per-image metrics to
+  # float32 rounding, objective parts (batch statistics over the 1333 real
+  # images of the full batch, reduced across processes) to 1e-5.
+  proc = run_main(f"--workdir={multi}", "--probe=false", module="leae_jax.evaluate")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  one = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert one["step"] == 6 and one["num_images"] == 2000
+  logged = {k[len("eval/"):]: v for k, v in multi_records[6].items() if k.startswith("eval/")}
+  assert {*PER_IMAGE, "loss", "latent_agreement", "sigreg"} <= set(logged)
+  for key, value in logged.items():
+    np.testing.assert_allclose(value, one[key], rtol=1e-6 if key in PER_IMAGE else 1e-5,
+                               err_msg=key)
 
   # Resume the two-process run in one process from its step-4 checkpoint:
   # steps 5 and 6 must reproduce the uninterrupted runs.
@@ -70,7 +90,8 @@ def test_two_processes_match_one_and_checkpoints_move_between_them(tmp_path):
   shutil.copytree(multi, resumed)
   for step in (5, 6):
     shutil.rmtree(resumed / "checkpoints" / str(step))
-  proc = run_main("--config=configs/shapes.py", f"--workdir={resumed}", *ARGS)
+  proc = run_main("--config=configs/shapes.py", f"--workdir={resumed}", *ARGS,
+                  "--config.eval_batches=1")  # its evaluation is not checked: keep it short
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resuming from the checkpoint at step 4" in proc.stdout
   resumed_records = _records(resumed)

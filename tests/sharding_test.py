@@ -44,8 +44,10 @@ def test_batch_size_checks_name_the_shards():
   sharding.check_batch_size("batch_size", 16, (4, 2), 2)
   with pytest.raises(ValueError, match="batch_size=12 is not divisible by the 8 data shards"):
     sharding.check_batch_size("batch_size", 12, (4, 2), 1)
-  with pytest.raises(ValueError, match="eval_batch_size=9 is not divisible by the 2 processes"):
-    sharding.check_batch_size("eval_batch_size", 9, (1, 1), 2)
+  with pytest.raises(ValueError, match="batch_size=9 is not divisible by the 2 processes"):
+    sharding.check_batch_size("batch_size", 9, (1, 1), 2)
+  # Only the training batch is checked: evaluation pads its batches instead
+  # (eval_padding_test runs eval_batch_size=500 on 8 devices).
 
 
 def test_trainer_state_and_batch_shardings_on_one_device():

@@ -164,14 +164,15 @@ def test_evaluate_counts_every_test_image_once_with_padding(monkeypatch):
   # inference mode (running statistics), PSNR = −10·log10(MSE) per image.
   config = _tiny_shapes_config(eval_batches=-1)
   trainer = train.Trainer(config)
-  original = data.iterate_once
-  monkeypatch.setattr(data, "iterate_once",
-                      lambda *args, **kwargs: original(*args, num_records=40, **kwargs))
+  original = data.create_eval_loader
+  monkeypatch.setattr(data, "create_eval_loader",
+                      lambda *args, **kwargs: original(*args, **{"num_records": 40, **kwargs}))
   state = trainer.init_state()
   results, shown, _, _ = trainer.evaluate(state)
   assert results["num_images"] == 40
   assert {"mse", "psnr", "ssim", "loss", "latent_agreement", "sigreg"} <= set(results)
-  (everything,) = list(original("shapes", "test", batch_size=40, image_size=32, num_records=40))
+  (everything,) = list(data.iterate_once("shapes", "test", batch_size=40, image_size=32,
+                                         num_records=40))
   x = everything["image"]
   assert everything["valid"].all()
   recon = trainer.model.apply({"params": state.params, "batch_stats": state.batch_stats},
