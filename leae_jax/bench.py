@@ -152,8 +152,11 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
   context: contextlib.AbstractContextManager = contextlib.nullcontext()
   try:
     records = open_source()
-  except data.DatasetUnavailableError:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except data.DatasetUnavailableError as err:
+    try:  # mock records need tensorflow_datasets only, not TensorFlow
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise err from None  # already says what to install
 
     source = "tfds_mock"
     context = tfds.testing.mock_data(num_examples=4096, policy=tfds.testing.MockPolicy.USE_CODE)

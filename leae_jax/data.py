@@ -23,14 +23,17 @@ Datasets:
 TFDS datasets must be available in ArrayRecord format (`tfds.data_source` is random
 access); when they are not and cannot be downloaded, `DatasetUnavailableError` says
 how to provide them by hand. TensorFlow Datasets is imported lazily so that `shapes`
-and the IDX fallback work without importing TensorFlow.
+and the IDX fallback work without importing it. Reading a prepared copy does not
+need TensorFlow; only preparing one does (`pip install -e ".[prepare]"`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import gzip
+import importlib.util
 import logging
 import math
 import os
@@ -394,31 +397,63 @@ def _first_line(err: BaseException) -> str:
   return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+#: What installs TensorFlow, which only preparing (building) a TFDS copy needs.
+PREPARE_INSTALL = 'pip install -e ".[prepare]"'
+
+
+def _tensorflow_installed() -> bool:
+  """Whether TensorFlow is importable, without importing it."""
+  try:
+    return importlib.util.find_spec("tensorflow") is not None
+  except (ImportError, ValueError):
+    return False
+
+
+def _has_prepared_copy(data_dir: str, name: str) -> bool:
+  """Whether `data_dir` holds some prepared version (any config) of TFDS dataset `name`."""
+  pattern = os.path.join(glob.escape(data_dir), glob.escape(name))
+  return any(glob.glob(os.path.join(pattern, *["*"] * depth, "dataset_info.json"))
+             for depth in (1, 2))
+
+
 def _tfds_source(
     info: DatasetInfo, split: str, data_dir: str | os.PathLike | None, download: bool
 ) -> Any:
-  """`tfds.data_source` for one split; any failure becomes DatasetUnavailableError."""
+  """`tfds.data_source` for one split; any failure becomes DatasetUnavailableError.
+
+  Reading an ArrayRecord copy needs only `tensorflow_datasets`; building one
+  (download=True on a missing dataset, `tfds build`) also needs TensorFlow, so
+  without it nothing is downloaded and a missing copy names `PREPARE_INSTALL`.
+  """
   assert info.tfds_name is not None
   data_dir_str = _tfds_data_dir(data_dir)
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as err:
     raise DatasetUnavailableError(
-        f"Dataset {info.name!r} needs TensorFlow Datasets: pip install tensorflow-datasets "
-        f"tensorflow-cpu ({_first_line(err)})."
+        f"Dataset {info.name!r} needs TensorFlow Datasets: pip install -e . "
+        f"({_first_line(err)})."
     ) from err
+  has_tensorflow = _tensorflow_installed()
   try:
     return tfds.data_source(
         info.tfds_name,
         split=info.split_name(split),
         data_dir=None if data_dir is None else os.fspath(data_dir),
-        download=download,
+        download=download and has_tensorflow,  # a download it cannot prepare is wasted
     )
   except Exception as err:  # pylint: disable=broad-except
     # TFDS reports a missing dataset as e.g. a NotImplementedError about the
     # TFRECORD format, and offline downloads as assorted network/IO errors; neither
     # says what to do, so translate them all into one actionable message.
     name = info.tfds_name
+    if not has_tensorflow and not _has_prepared_copy(data_dir_str, name):
+      raise DatasetUnavailableError(
+          f"preparing {name} needs TensorFlow: {PREPARE_INSTALL} (there is no prepared "
+          f"ArrayRecord copy under data_dir={data_dir_str!r}; one built elsewhere with "
+          f"`tfds build {name} --data_dir=<dir> --file_format=array_record` can be copied "
+          f"from <dir>/{name} to {os.path.join(data_dir_str, name)})."
+      ) from err
     how = "download was disabled (download=False)" if not download else "the download failed"
     raise DatasetUnavailableError(
         f"TFDS dataset {name!r} (split {info.split_name(split)!r}) is not prepared in "
