@@ -23,7 +23,7 @@ def get_config(arg="128"):
   c.model.pool_channels = 128
   c.model.latent_channels = int(sizes[-1]) if sizes else 128
   c.objective.name = "masked_self_teaching"
-  c.objective.view_args = {"crop_resize": {"crop_ratio": 0.15}}
+  c.objective.view_args.crop_resize.crop_ratio = (0.15, 0.15)  # fixed r = 0.15
   c.learning_rate = 1e-3
   c.num_workers = 8
   c.eval_every_steps = 5000

@@ -17,7 +17,7 @@ def get_config(arg=None):
   c.model.hidden = 32
   c.model.latent_channels = 16
   c.objective.views = "crop_resize"
-  c.objective.view_args = {"crop_resize": {"crop_ratio": 0.3}, "pixel_mask": {"ratio": 0.7}}
+  c.objective.view_args.crop_resize.crop_ratio = (0.3, 0.3)  # fixed r = 0.3
   c.learning_rate = 1e-3
   c.num_epochs = 10
   c.log_every_steps = 50

@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.model.hidden = 32
   c.model.latent_channels = 16
   c.objective.views = "pixel_mask"
-  c.objective.view_args = {"pixel_mask": {"ratio": 0.7}, "crop_resize": {"crop_ratio": 0.3}}
+  c.objective.view_args.crop_resize.crop_ratio = (0.3, 0.3)  # fixed r = 0.3 (pixel_mask: 0.7, its default)
   c.objective.judge = "live"
   c.objective.sigreg_on = "views"
   c.objective.sigreg_flatten = True  # sigreg(z.flatten(1)) on the 256-vectors

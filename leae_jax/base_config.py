@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from leae_jax import data
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import sharding
+from leae_jax import views
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -62,9 +64,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       name="self_teaching",
       views="crop_resize",
       view_weights="",
-      view_args=ml_collections.ConfigDict({
-          "crop_resize": {"crop_ratio": (0.1, 0.5)},
-      }),
+      # Every registered view's arguments, with the defaults of its factory
+      # (views.py); a config changes only those it needs.
+      view_args=ml_collections.ConfigDict(views.default_args()),
       plain_weight=0.0,
       sigreg_weight=0.03,
       sigreg_on="code",  # "code": SIGReg(E(x)); "views": on the judge's codes (published live runs)
@@ -110,24 +112,18 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   inside XLA.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  check_scalars(config)
   info = data.dataset_info(config.dataset)
   if config.image_size in (-1, None):
     config.image_size = info.image_size
   config.image_channels = info.channels
-  if config.batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {config.batch_size}.")
   # Configs saved before the field existed read as the default; later code reads config.epoch_end.
   config.epoch_end = epoch_end = config.get("epoch_end", "partial")
   if epoch_end not in data.EPOCH_ENDS:
     raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
-  if config.get("lr_schedule", "constant") not in ("constant", "warmup_cosine"):
-    raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; valid: constant, warmup_cosine.")
-  for field in ("log_every_steps", "checkpoint_every_steps"):
-    if config[field] <= 0:
-      raise ValueError(f"{field} must be positive, got {config[field]}.")
   model = models.create_model(config.model, image_size=config.image_size,
                               image_channels=config.image_channels)
-  objectives.create_objective(config.objective, model)
+  check_traces(model, objectives.create_objective(config.objective, model), config)
   # The mesh spans every device of every process (after jax.distributed.initialize).
   mesh_shape = sharding.mesh_shape(config.get("mesh"), jax.device_count())
   # Training batches must split evenly; evaluation batches need not (they are
@@ -142,6 +138,69 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
     config.num_train_steps = schedule.num_steps(config.num_epochs)
   return config
+
+
+# (field, test, what is valid) for the scalar fields no builder checks; the
+# model, views, objective, mesh and data check their own fields when built.
+_SCALAR_CHECKS = (
+    ("batch_size", lambda v: v >= 1, "a positive integer"),
+    ("eval_batch_size", lambda v: v >= 1, "a positive integer"),
+    ("eval_batches", lambda v: v == -1 or v >= 1, "-1 (the whole test split) or a positive integer"),
+    ("num_train_steps", lambda v: v == -1 or v >= 0, "-1 (from num_epochs) or >= 0"),
+    ("num_epochs", lambda v: v >= 1, "a positive integer"),
+    ("learning_rate", lambda v: v > 0, "positive"),
+    ("warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("final_learning_rate_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("weight_decay", lambda v: v >= 0, ">= 0"),
+    ("grad_clip_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    ("seed", lambda v: 0 <= v < 2**31, "in [0, 2**31)"),
+    ("num_workers", lambda v: v >= 0, ">= 0 (0: decode in the main process)"),
+    ("image_size", lambda v: v == -1 or v >= 1, "-1 (the dataset's) or a positive integer"),
+    ("log_every_steps", lambda v: v >= 1, "a positive integer"),
+    ("checkpoint_every_steps", lambda v: v >= 1, "a positive integer"),
+    ("checkpoints_to_keep", lambda v: v >= 1, "a positive integer"),
+    ("num_grid_images", lambda v: v >= 0, ">= 0"),
+)
+
+
+def check_traces(model: models.Autoencoder, objective: objectives.Objective,
+                 config: ml_collections.ConfigDict) -> None:
+  """Traces initialisation and the loss on a 2-image batch (shapes only, nothing compiles).
+
+  Every shape the model and views need is checked here, in about a second, so
+  that e.g. a width the skips cannot split fails in one line at start-up.
+  """
+  shape = (2, config.image_size, config.image_size, config.image_channels)
+
+  def loss(key, images):
+    variables = models.init_variables(model, key)
+    ema = objectives.init_ema(variables["params"]) if objective.uses_ema else None
+    return objective(variables["params"], variables["batch_stats"], images, key, ema)
+
+  try:
+    jax.eval_shape(loss, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+  except (ValueError, TypeError) as err:
+    m = config.model
+    raise ValueError(
+        f"model.arch={m.arch!r} with model.hidden={m.hidden}, model.latent_channels="
+        f"{m.latent_channels} on {config.image_size}px images does not fit objective "
+        f"{config.objective.name!r} (views {config.objective.views!r}): "
+        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+
+
+def check_scalars(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first scalar field whose value cannot work, and what can."""
+  for field, ok, valid in _SCALAR_CHECKS:
+    value = config.get(field)
+    if value is not None and not ok(value):
+      raise ValueError(f"{field}={value!r} is not valid: it must be {valid}.")
+  schedule = config.get("lr_schedule", "constant")
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f"Unknown lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}.")
+
+
+#: Learning-rate schedules (`train.create_schedule`).
+LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
 def data_shards(mesh_shape: tuple[int, int], num_processes: int) -> int:

@@ -28,7 +28,6 @@ import json
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import ml_collections
@@ -36,6 +35,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from leae_jax import base_config
+from leae_jax import cli
 from leae_jax import data
 from leae_jax import models
 from leae_jax import train
@@ -202,8 +202,16 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: in
 
 
 def main(argv):
-  del argv
-  print(json.dumps(run(FLAGS.config, steps=FLAGS.steps, input_batches=FLAGS.input_batches,
+  del argv  # cli.run rejects positional arguments
+  for name in ("steps", "input_batches"):
+    if FLAGS[name].value < 1:
+      raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be a positive "
+                          "integer.")
+  try:  # every check that needs no compilation
+    config = base_config.resolve(FLAGS.config)
+  except ValueError as err:
+    raise cli.UserError(err) from err
+  print(json.dumps(run(config, steps=FLAGS.steps, input_batches=FLAGS.input_batches,
                        measure_pipeline=FLAGS.input)), flush=True)
 
 
@@ -215,4 +223,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("input_batches", 20, "Timed input-pipeline batches.")
   flags.DEFINE_bool("input", True, "Also measure the input pipeline.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main, user_errors=(data.DatasetUnavailableError,))

@@ -23,6 +23,7 @@ that is later damaged (truncated files) is skipped on restore with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -32,6 +33,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from leae_jax import outputs
 
 CHECKPOINT_DIR = "checkpoints"
 MILESTONE_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -108,6 +111,7 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         handler_registry=_handler_registry())
+    self._pending: int | None = None  # the step of the newest save started
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -116,17 +120,54 @@ class Checkpointer:
     return self.manager.should_save(step)
 
   def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Starts saving (asynchronously); returns whether a save was started."""
+    """Starts saving (asynchronously); returns whether a save was started.
+
+    A failed write, this one's or an earlier asynchronous one's that surfaces
+    now, raises `outputs.WriteError` naming the intact checkpoint to resume from.
+    """
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(self.fingerprint)}
-    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    with self._writing(step):
+      started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if started:
+      self._pending = step
+    return started
 
   def wait(self) -> None:
-    """Blocks until pending saves are on disk."""
-    self.manager.wait_until_finished()
+    """Blocks until pending saves are on disk (`outputs.WriteError` if one failed)."""
+    with self._writing(self._pending):
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending saves, then releases the manager (`outputs.WriteError` if a save failed)."""
+    try:
+      self.wait()
+    finally:
+      with self._writing(self._pending):
+        self.manager.close()
+
+  def intact_steps(self) -> list[int]:
+    """Finished checkpoints on disk (orbax renames a checkpoint into place only when complete)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(d) for d in os.listdir(self.directory)
+                  if d.isdigit() and os.path.isdir(os.path.join(self.directory, d)))
+
+  @contextlib.contextmanager
+  def _writing(self, step: int | None):
+    try:
+      yield
+    except Exception as err:  # orbax and tensorstore raise many types for one failed write
+      on_disk = self.intact_steps()
+      # orbax first waits for the save in flight: the error is that one's unless it finished.
+      if self._pending is not None and self._pending not in on_disk:
+        step = self._pending
+      intact = [s for s in on_disk if s != step]
+      resume = (f"the checkpoint of step {intact[-1]} is intact: free space (or fix the "
+                "permissions) and rerun the same command to resume from it"
+                if intact else "no checkpoint was written yet")
+      raise outputs.WriteError(
+          f"could not write the checkpoint of step {step} to {self.directory} "
+          f"({_first_line(err)}); {resume}.") from err
 
   def check_compatible(self, step: int) -> None:
     """Raises IncompatibleCheckpointError if `step` was saved with another state structure."""

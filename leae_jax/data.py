@@ -29,6 +29,7 @@ need TensorFlow; only preparing one does (`pip install -e ".[prepare]"`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -37,6 +38,7 @@ import importlib.util
 import logging
 import math
 import os
+import zlib
 from typing import Any, Iterator, Mapping
 
 import grain
@@ -47,6 +49,7 @@ __all__ = [
     "EPOCH_ENDS",
     "BatchSchedule",
     "DatasetInfo",
+    "CorruptDataError",
     "DatasetUnavailableError",
     "CenterCropSquare",
     "PadImage",
@@ -80,6 +83,10 @@ _SPLITS = ("train", "test")
 
 class DatasetUnavailableError(RuntimeError):
   """A TFDS dataset is not prepared locally and could not be downloaded."""
+
+
+class CorruptDataError(DatasetUnavailableError, ValueError):
+  """A data file exists but cannot be read: truncated, corrupt or of another format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,18 +294,23 @@ def read_idx(path: str | os.PathLike, *, ndim: int) -> np.ndarray:
     The array, shaped as the header says.
 
   Raises:
-    ValueError: bad magic number, or the payload size does not match the header.
+    CorruptDataError (a ValueError): the file cannot be decompressed, has a bad
+      magic number, or its payload size does not match the header.
   """
   path = os.fspath(path)
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    raise CorruptDataError(f"{path}: cannot be decompressed ({err}); the file is truncated or "
+                           "corrupt: replace it (e.g. reinstall dataset-fashion-mnist).") from err
   if len(raw) < 4:
-    raise ValueError(f"{path}: too short to be an IDX file ({len(raw)} bytes).")
+    raise CorruptDataError(f"{path}: too short to be an IDX file ({len(raw)} bytes).")
   magic = int.from_bytes(raw[:4], "big")
   expected = (_IDX_UBYTE << 8) | ndim
   if magic != expected:
-    raise ValueError(
+    raise CorruptDataError(
         f"{path}: bad IDX magic number 0x{magic:08x}, expected 0x{expected:08x} "
         f"(unsigned bytes, {ndim} dimension(s)); the file is corrupt or not an IDX file."
     )
@@ -306,7 +318,7 @@ def read_idx(path: str | os.PathLike, *, ndim: int) -> np.ndarray:
   shape = tuple(int(d) for d in np.frombuffer(raw[4:header_end], dtype=">u4"))
   payload = np.frombuffer(raw, dtype=np.uint8, offset=min(header_end, len(raw)))
   if payload.size != math.prod(shape):
-    raise ValueError(
+    raise CorruptDataError(
         f"{path}: IDX header says shape {shape} ({math.prod(shape)} bytes) but the file "
         f"holds {payload.size} data bytes; the file is truncated or corrupt."
     )
@@ -319,7 +331,7 @@ def _load_idx_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.
   images = read_idx(images_path, ndim=3)
   labels = read_idx(labels_path, ndim=1)
   if images.shape[0] != labels.shape[0]:
-    raise ValueError(
+    raise CorruptDataError(
         f"{images_path} has {images.shape[0]} images but {labels_path} has "
         f"{labels.shape[0]} labels."
     )
@@ -416,6 +428,18 @@ def _has_prepared_copy(data_dir: str, name: str) -> bool:
              for depth in (1, 2))
 
 
+@contextlib.contextmanager
+def _absl_warnings_silenced() -> Iterator[None]:
+  """absl's logger (TFDS logs through it) at ERROR only, for the duration."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 def _tfds_source(
     info: DatasetInfo, split: str, data_dir: str | os.PathLike | None, download: bool
 ) -> Any:
@@ -436,12 +460,15 @@ def _tfds_source(
     ) from err
   has_tensorflow = _tensorflow_installed()
   try:
-    return tfds.data_source(
-        info.tfds_name,
-        split=info.split_name(split),
-        data_dir=None if data_dir is None else os.fspath(data_dir),
-        download=download and has_tensorflow,  # a download it cannot prepare is wasted
-    )
+    # TFDS warns about what it does not find (e.g. "Variant folder ... has no
+    # dataset_info.json") on its way to failing; the error below says it all.
+    with _absl_warnings_silenced():
+      return tfds.data_source(
+          info.tfds_name,
+          split=info.split_name(split),
+          data_dir=None if data_dir is None else os.fspath(data_dir),
+          download=download and has_tensorflow,  # a download it cannot prepare is wasted
+      )
   except Exception as err:  # pylint: disable=broad-except
     # TFDS reports a missing dataset as e.g. a NotImplementedError about the
     # TFRECORD format, and offline downloads as assorted network/IO errors; neither

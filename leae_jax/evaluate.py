@@ -1,6 +1,6 @@
 """Evaluate trained runs: `python -m leae_jax.evaluate --workdir=DIR [--step=N] [--compare=D1,D2,...]`.
 
-For one run (DESIGN.md §5), on the whole test split:
+For one run, on the whole test split:
 * reconstruction: pixel MSE, PSNR, SSIM (and for masked runs PSNR of the
   masked reconstruction, overall and inside the hole);
 * linear probe on frozen, standardised clean codes (labelled datasets);
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -31,6 +29,7 @@ import numpy as np
 
 from leae_jax import base_config
 from leae_jax import checkpoints
+from leae_jax import cli
 from leae_jax import data
 from leae_jax import metrics as metrics_lib
 from leae_jax import objectives
@@ -260,10 +259,15 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run rejects positional arguments
   if not FLAGS.workdir and not FLAGS.compare:
-    raise app.UsageError("Pass --workdir (and/or --compare).")
+    raise cli.UserError("--workdir (a training run's directory) or --compare is required.")
+  for name in ("eval_batches", "probe_train_examples"):
+    if FLAGS[name].value == 0 or FLAGS[name].value < -1:
+      raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be -1 (all) or a "
+                          "positive integer.")
+  if FLAGS.workdir and os.path.isdir(FLAGS.workdir):
+    cli.log_to_workdir(FLAGS.workdir, "evaluate")
   try:
     if FLAGS.workdir:
       results = evaluate_workdir(FLAGS.workdir, None if FLAGS.step < 0 else FLAGS.step,
@@ -273,10 +277,10 @@ def main(argv):
     if FLAGS.compare:
       out = FLAGS.compare_out or os.path.join(FLAGS.workdir or FLAGS.compare[0], "compare.png")
       print(json.dumps({"compare_png": compare_workdirs(FLAGS.compare, out)}))
-  except (FileNotFoundError, ValueError, data.DatasetUnavailableError) as err:
-    sys.exit(f"error: {err}")
+  except (FileNotFoundError, ValueError) as err:  # a missing run or step, a config it cannot use
+    raise cli.UserError(err) from err
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main, config_flags=(), user_errors=train.USER_ERRORS)

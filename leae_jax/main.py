@@ -8,20 +8,17 @@ itself; elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` to every process (see launch/ and the README).
 """
 
-import sys
-
-from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from leae_jax import base_config
-from leae_jax import checkpoints
-from leae_jax import data
+from leae_jax import cli
 from leae_jax import distributed
 from leae_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for metrics, images and checkpoints.")
+flags.DEFINE_string("workdir", None, "Directory for metrics, images, logs and checkpoints.")
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cifar.py or configs/cifar.py:pixel_mask.",
     lock_config=True)
@@ -35,20 +32,22 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run rejects positional arguments
+  cli.check_writable_dir(FLAGS.workdir)
   try:
     distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  except ValueError as err:  # an incomplete set of --coordinator_address/--num_processes/...
+    raise cli.UserError(err) from err
+  # Several processes share the workdir: one log per process.
+  cli.log_to_workdir(FLAGS.workdir, "leae" if jax.process_count() == 1
+                     else f"leae_process{jax.process_index()}")
+  try:  # every check that needs no compilation: bad names, values and shapes
     config = base_config.resolve(FLAGS.config)
-  except ValueError as err:  # bad names or shapes: one line, no traceback
-    sys.exit(f"error: {err}")
-  try:
-    train.train_and_evaluate(config, FLAGS.workdir)
-  except (data.DatasetUnavailableError, train.NonFiniteLossError,
-          checkpoints.IncompatibleCheckpointError) as err:
-    sys.exit(f"error: {err}")
+  except ValueError as err:
+    raise cli.UserError(err) from err
+  train.train_and_evaluate(config, FLAGS.workdir, name=cli.flag_value("config"))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, user_errors=train.USER_ERRORS)

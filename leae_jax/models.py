@@ -685,10 +685,10 @@ def _validate(image_size: int, image_channels: int, latent: str, pool: str, *,
   if image_channels not in (1, 3):
     raise ValueError(f"image_channels must be 1 or 3, got {image_channels}.")
   if latent not in LATENT_KINDS:
-    raise ValueError(f"Unknown latent {latent!r}; valid: {', '.join(LATENT_KINDS)}.")
+    raise ValueError(f"Unknown model.latent {latent!r}; valid: {', '.join(LATENT_KINDS)}.")
   if latent == "pooled":
     if pool not in POOL_KINDS:
-      raise ValueError(f"Unknown pool {pool!r}; valid: {', '.join(POOL_KINDS)}.")
+      raise ValueError(f"Unknown model.pool {pool!r}; valid: {', '.join(POOL_KINDS)}.")
     if pool == "progressive":
       _progressive_steps(image_size // DOWNSAMPLE)
 
@@ -747,7 +747,7 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
   """
   dtype_name = config.get("dtype", "float32")
   if dtype_name not in DTYPES:
-    raise ValueError(f"Unknown model dtype {dtype_name!r}; valid: {', '.join(DTYPES)}.")
+    raise ValueError(f"Unknown model.dtype {dtype_name!r}; valid: {', '.join(DTYPES)}.")
   arch = config.get("arch", "residual")
   _validate(image_size, image_channels, config.latent, config.get("pool", "mlp"), arch=arch,
             hidden=config.hidden, latent_channels=config.latent_channels)

@@ -382,9 +382,13 @@ def _split_list(value: Any) -> list[str]:
   return [str(v) for v in value]
 
 
-def _view(name: str, view_args: Any) -> views_lib.View:
+def _view(name: str, view_args: Any, field: str = "objective.views") -> views_lib.View:
   kwargs = dict(view_args.get(name, {}) or {}) if view_args else {}
-  return views_lib.get_view(name, **kwargs)
+  try:
+    return views_lib.get_view(name, **kwargs)
+  except (ValueError, TypeError) as err:  # name the config field the bad value came from
+    where = f"objective.view_args.{name}" if name in views_lib.names() else field
+    raise ValueError(f"{where}: {err}") from err
 
 
 def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View, float]]:
@@ -402,15 +406,36 @@ def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View,
   return [(_view(name, view_args), w) for name, w in zip(view_names, weights)]
 
 
+def _check(field: str, value: Any, ok: bool, valid: str) -> None:
+  if not ok:
+    raise ValueError(f"objective.{field}={value!r} is not valid: it must be {valid}.")
+
+
+def mask_ratio(config: ml_collections.ConfigDict, field: str = "mask_ratio") -> float:
+  """An inpainting hole's area fraction, checked: in [0, 1) for training (0: no hole,
+  a control), strictly between 0 and 1 for evaluation (a hole to score)."""
+  ratio = float(config.get(field, 0.35))
+  if field == "eval_mask_ratio":
+    _check(field, ratio, 0.0 < ratio < 1.0, "strictly between 0 and 1 (a hole to score)")
+  else:
+    _check(field, ratio, 0.0 <= ratio < 1.0, "in [0, 1) (something left to inpaint from)")
+  return ratio
+
+
 def sigreg_spec(config: ml_collections.ConfigDict, default_weight: float = 0.03) -> SigregSpec:
-  """The SIGReg settings of an objective config."""
-  return SigregSpec(
+  """The SIGReg settings of an objective config (checked: ValueError naming the field)."""
+  spec = SigregSpec(
       weight=float(config.get("sigreg_weight", default_weight)),
       num_slices=int(config.get("sigreg_slices", 256)),
       num_knots=int(config.get("sigreg_knots", 17)),
       t_max=float(config.get("sigreg_t_max", 3.0)),
       flatten=bool(config.get("sigreg_flatten", False)),
   )
+  _check("sigreg_weight", spec.weight, spec.weight >= 0, ">= 0")
+  _check("sigreg_slices", spec.num_slices, spec.num_slices >= 1, "a positive integer")
+  _check("sigreg_knots", spec.num_knots, spec.num_knots >= 2, "an integer >= 2")
+  _check("sigreg_t_max", spec.t_max, spec.t_max > 0, "positive")
+  return spec
 
 
 def create_objective(config: ml_collections.ConfigDict, model: models.Autoencoder) -> Objective:
@@ -429,6 +454,7 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
   if name == "self_teaching":
     judge = _check_judge(config)
     views, plain_weight = parse_views(config), float(config.get("plain_weight", 0.0))
+    _check("plain_weight", plain_weight, plain_weight >= 0, ">= 0")
     if not views and plain_weight <= 0:
       raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
     sigreg_on = config.get("sigreg_on", "code")
@@ -440,8 +466,10 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
 
   if name == "masked_self_teaching":
     judge = _check_judge(config)
-    mask = views_lib.get_view("inpaint", mask_ratio=float(config.get("mask_ratio", 0.35)))
-    crop = _view(config.get("crop_view", "crop_resize"), config.get("view_args", None))
+    mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
+    mask_ratio(config, "eval_mask_ratio")
+    crop = _view(config.get("crop_view", "crop_resize"), config.get("view_args", None),
+                 "objective.crop_view")
     fn = bind(masked_self_teaching_loss, crop=crop, mask=mask, sigreg=sigreg_spec(config),
               masked_updates_norm=bool(config.get("masked_updates_norm", True)))
     return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
@@ -450,17 +478,18 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
     return Objective(name, bind(mse_loss, sigreg=sigreg_spec(config, default_weight=0.0)))
 
   if name == "masked_mse":
-    mask = views_lib.get_view("inpaint", mask_ratio=float(config.get("mask_ratio", 0.35)))
+    mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
+    mask_ratio(config, "eval_mask_ratio")
     return Objective(name, bind(masked_mse_loss, mask=mask,
                                 sigreg=sigreg_spec(config, default_weight=0.0)))
 
-  raise ValueError(f"Unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}.")
+  raise ValueError(f"Unknown objective.name {name!r}; valid: {', '.join(OBJECTIVES)}.")
 
 
 def _check_judge(config: ml_collections.ConfigDict) -> str:
   judge = config.get("judge", "step_frozen")
   if judge not in JUDGES:
-    raise ValueError(f"Unknown judge {judge!r}; valid judges: {', '.join(JUDGES)}.")
+    raise ValueError(f"Unknown objective.judge {judge!r}; valid: {', '.join(JUDGES)}.")
   decay = float(config.get("ema_decay", 0.999))
   if not 0.0 <= decay < 1.0:
     raise ValueError(f"objective.ema_decay must lie in [0, 1), got {decay}.")

@@ -16,6 +16,13 @@ import numpy as np
 METRICS_FILE = "metrics.jsonl"
 
 
+class WriteError(OSError):
+  """A file of the run could not be written (disk full, permissions, quota).
+
+  The message says what failed and which checkpoint is intact to resume from.
+  """
+
+
 def _to_python(value: Any) -> Any:
   value = np.asarray(value)
   return value.item() if value.ndim == 0 else value.tolist()
@@ -43,8 +50,13 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _to_python(v) for k, v in scalars.items()}}
-    with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
-      f.write(json.dumps(record) + "\n")
+    path = os.path.join(self.workdir, METRICS_FILE)
+    try:
+      with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    except OSError as err:
+      raise WriteError(f"could not append step {int(step)} to {path} "
+                       f"({err.strerror or err})") from err
     for k, v in record.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, int(step))
@@ -55,7 +67,10 @@ class MetricWriter:
       return None
     self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
     path = os.path.join(self.workdir, f"{name.replace('/', '_')}_{int(step):08d}.png")
-    save_png(path, image)
+    try:
+      save_png(path, image)
+    except OSError as err:
+      raise WriteError(f"could not write {path} ({err.strerror or err})") from err
     return path
 
   def flush(self) -> None:

@@ -9,7 +9,6 @@ would have.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import threading
@@ -55,7 +54,7 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data of the run's base key
 
 
-LR_SCHEDULES = ("constant", "warmup_cosine")
+LR_SCHEDULES = base_config.LR_SCHEDULES
 
 
 def create_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -405,20 +404,46 @@ class _StopRequest:
     return False
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+#: Errors a user can fix (bad data, a diverged run, a config that does not fit
+#: its checkpoint, a full disk): the command line prints their message alone.
+USER_ERRORS = (data.DatasetUnavailableError, NonFiniteLossError,
+               checkpoints.IncompatibleCheckpointError, outputs.WriteError)
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """What a config trains, in a few words (the console's header)."""
+  o = config.objective
+  if o.name in ("mse", "masked_mse"):
+    what = o.name
+  else:
+    views_ = o.views or "no transformation"
+    what = f"{o.name} ({views_}, {o.judge} judge, SIGReg {o.sigreg_weight:g})"
+  return f"{config.dataset} {config.image_size}px · {what}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       name: str = "") -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics.
 
   Resumes automatically from the newest loadable checkpoint in `workdir`.
   SIGTERM saves a checkpoint at the current step and returns early with
   `preempted=True`. A non-finite loss raises `NonFiniteLossError` before any
-  checkpoint of the bad state is written.
+  checkpoint of the bad state is written; a failed write raises
+  `outputs.WriteError` and leaves the earlier checkpoints intact.
+
+  The console gets a header (`name`, the config's gist, parameters, devices,
+  workdir), the progress bar, a line per evaluation and a closing summary;
+  the full resolved config and library logs go to the workdir.
   """
   config = base_config.resolve(config)
+  # A missing or corrupt dataset fails now, before anything compiles.
+  for split in ("train", "test"):
+    data.get_source(config.dataset, split, image_size=config.image_size, data_dir=config.data_dir,
+                    download=config.download, idx_dir=config.idx_dir)
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     logging.info("Resolved config:\n%s", config)
-    print(f"Resolved config:\n{config}", flush=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
@@ -430,23 +455,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = trainer.init_state()
   restored = ckpt.restore(state)
   writer = outputs.MetricWriter(workdir, enabled=is_main)
+  n_params = models.count_params(state.params)
+  num_steps = int(config.num_train_steps)
+  resuming = ""
   if restored is not None:
     state = restored.state  # already in trainer.state_sharding (the template's)
     if is_main:
       dropped = outputs.truncate_metrics(workdir, restored.step)
       skipped = f" (skipped damaged checkpoints at steps {restored.skipped})" if restored.skipped else ""
-      message = f"Resuming from the checkpoint at step {restored.step}{skipped}."
+      resuming = f" · resuming at step {restored.step}{skipped}"
       if restored.skipped:
-        logging.warning("%s", message)
-      print(message, flush=True)
+        logging.warning("Skipped damaged checkpoints at steps %s.", restored.skipped)
       logging.info("Dropped %d metrics records logged after step %d.", dropped, restored.step)
   elif is_main:
-    n_params = models.count_params(state.params)
-    logging.info("Model: %d parameters; %d devices, %d processes.", n_params, jax.device_count(),
-                 jax.process_count())
     writer.write_scalars(0, {"num_params": n_params})
+  mesh = dict(trainer.mesh.shape)
+  devices = (f"{jax.device_count()} {jax.devices()[0].platform} device"
+             f"{'s' if jax.device_count() > 1 else ''}"
+             + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
+             + (f" (mesh data {mesh['data']} × fsdp {mesh['fsdp']})" if mesh["fsdp"] > 1 else ""))
+  header = (f"{name + ' · ' if name else ''}{describe(config)} · {n_params:,} params · "
+            f"{devices} · {num_steps} steps of {config.batch_size} · workdir {workdir}{resuming}")
+  logging.info("%s", header)
 
-  num_steps = int(config.num_train_steps)
   start_step = int(jax.device_get(state.step))
   loader = trainer.train_loader(start_step)
   batches = loader.schedule
@@ -454,18 +485,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                batches.steps_per_epoch, batches.num_records, batches.batch_size,
                batches.last_batch_size, batches.epoch_end)
   train_iter = iter(loader)
+  if is_main:
+    print(header, flush=True)
   progress = Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
   buffer: list[dict[str, jax.Array]] = []
   last_time, images_seen = time.perf_counter(), 0  # images since the last log (batches vary)
+  started = time.perf_counter()
   eval_results: dict[str, Any] = {}
   preempted = False
+  grids: list[str] = []
 
   def run_eval(step: int) -> dict[str, Any]:
     results, shown, _, _ = trainer.evaluate(state, max_batches=config.eval_batches)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if shown:
-      writer.write_image(step, "eval/grid", outputs.image_grid(grid_rows(shown)))
-    progress.write(f"eval @ {step}: " + json.dumps({k: round(v, 5) for k, v in results.items()}))
+      grid = writer.write_image(step, "eval/grid", outputs.image_grid(grid_rows(shown)))
+      if grid:
+        grids.append(grid)
+    progress.write(f"eval @ {step}: {format_eval(results)}")
     return results
 
   def save(step: int, force: bool = False) -> None:
@@ -477,6 +514,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       _check_finite(jax.device_get(buffer), step - len(buffer))
     ckpt.save(step, state, force=force)
 
+  failed = True
   try:
     with _StopRequest() as stop:
       if restored is None and ckpt.should_save(start_step):
@@ -512,15 +550,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           eval_results = run_eval(done)
           # Evaluation time is not training throughput.
           last_time, images_seen = time.perf_counter(), 0
+    failed = False
   finally:
     progress.close()
     if hasattr(train_iter, "close"):  # stops read threads and worker processes now
       train_iter.close()
-    ckpt.close()  # waits for pending (good) saves
+    try:
+      ckpt.close()  # waits for pending (good) saves
+    except outputs.WriteError:
+      if not failed:
+        raise
+      # Already stopping for another error: that one is the message; this one is logged.
+      logging.exception("A pending checkpoint save failed too.")
     if is_main:
-      outputs.plot_curves(outputs.read_metrics(workdir), os.path.join(workdir, "loss_curves.png"))
-    writer.close()
-  return dict(eval_results, step=int(jax.device_get(state.step)), preempted=preempted)
+      try:
+        outputs.plot_curves(outputs.read_metrics(workdir), os.path.join(workdir, "loss_curves.png"))
+      except OSError:
+        if not failed:
+          raise
+        logging.exception("Could not write loss_curves.png.")
+    try:
+      writer.close()
+    except OSError:
+      if not failed:
+        raise
+      logging.exception("Could not close the TensorBoard writer.")
+  final_step = int(jax.device_get(state.step))
+  if is_main:
+    print(closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
+                          grids[-1] if grids else None, preempted), flush=True)
+  return dict(eval_results, step=final_step, preempted=preempted)
+
+
+def format_eval(results: dict[str, float]) -> str:
+  """The headline evaluation numbers, for people (metrics.jsonl has them all)."""
+  shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("hole_psnr", "hole PSNR {:.2f} dB"),
+           ("mse", "MSE {:.5f}"), ("loss", "loss {:.4g}")]
+  return " · ".join(fmt.format(results[k]) for k, fmt in shown if k in results)
+
+
+def closing_summary(workdir: str, step: int, seconds: float, eval_results: dict[str, float],
+                    grid: str | None, preempted: bool) -> str:
+  """The console's last line: where the run stands and where its results are."""
+  minutes, secs = divmod(int(round(seconds)), 60)
+  state = ("stopped by SIGTERM" if preempted else "done") + f" at step {step} in {minutes}m{secs:02d}s"
+  numbers = f" · {format_eval(eval_results)}" if eval_results else ""
+  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/", "logs/"]
+  if grid:
+    files.insert(1, os.path.basename(grid))
+  return f"{state}{numbers} · results in {workdir}: {', '.join(files)}"
 
 
 class Progress:

@@ -79,6 +79,17 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def default_args() -> dict[str, dict[str, Any]]:
+  """Every registered view's keyword arguments and their defaults, by view name.
+
+  The base config's `objective.view_args` starts from this, so each view's
+  arguments can be overridden from the command line in every config.
+  """
+  return {name: {k: p.default for k, p in inspect.signature(factory).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
+          for name, factory in sorted(_REGISTRY.items())}
+
+
 def get_view(name: str, **kwargs: Any) -> View:
   """Builds the registered view `name` with keyword arguments `kwargs`."""
   if name not in _REGISTRY:
@@ -170,15 +181,19 @@ def resample(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
 
 
 @register("crop_resize")
-def crop_resize(crop_ratio: float | tuple[float, float] = 0.5) -> View:
+def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> View:
   """Random square crop of side `max(1, floor(r · min(H, W)))`, resized back bilinearly.
 
-  `crop_ratio` is a fixed ratio r (the published runs), or a `(low, high)`
-  range from which r is drawn uniformly per image. The side is rounded down,
+  `crop_ratio` is a fixed ratio r (the published runs; also `(r,)` or `(r,
+  r)`), or a `(low, high)` range from which r is drawn uniformly per image. The side is rounded down,
   as the reference does (`int(min(H, W) · r)`): CIFAR at r = 0.15 crops 4
   pixels, not 5. The box's corner is uniform over the positions that fit.
   """
-  lo, hi = (crop_ratio, crop_ratio) if isinstance(crop_ratio, (int, float)) else tuple(crop_ratio)
+  # A number, (r,) (what `--config...crop_ratio=0.3` gives a tuple field) or (low, high).
+  ratios = (crop_ratio,) if isinstance(crop_ratio, (int, float)) else tuple(crop_ratio)
+  if len(ratios) not in (1, 2):
+    raise ValueError(f"crop_ratio must be a ratio r or a range (low, high), got {crop_ratio}.")
+  lo, hi = ratios[0], ratios[-1]
   if not 0.0 < lo <= hi <= 1.0:
     raise ValueError(f"crop_ratio must lie in (0, 1] (and low <= high), got {crop_ratio}.")
 

@@ -504,7 +504,9 @@ def test_published_configs_carry_the_published_settings(name, arg, expected):
               **{k: c.objective[k] for k in ("name", "views", "plain_weight", "sigreg_weight",
                                              "judge", "sigreg_on", "mask_ratio", "eval_mask_ratio",
                                              "masked_updates_norm", "ema_decay", "sigreg_flatten")})
-  flat["crop_ratio"] = c.objective.view_args.crop_resize.crop_ratio
+  # A fixed ratio is stored as the range (r, r), which draws exactly r.
+  low, high = c.objective.view_args.crop_resize.crop_ratio
+  flat["crop_ratio"] = low if low == high else (low, high)
   flat["pixel_ratio"] = c.objective.view_args.get("pixel_mask", {}).get("ratio")
   assert flat["init"] == "pytorch" and flat["grad_clip_norm"] == 0.0
   for key, value in expected.items():

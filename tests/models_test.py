@@ -16,7 +16,7 @@ def _shape_only_params(**kw):
   return jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))["params"]
 
 
-# (hyper-parameters, published parameter count) — DESIGN.md §3.
+# (hyper-parameters, published parameter count) — docs/method.md §6.
 REFERENCE_MODELS = {
     "toy_shapes": (dict(hidden=32, latent_channels=16, image_size=32, image_channels=1), 0.145e6),
     "cifar_ae": (dict(hidden=64, latent_channels=32, image_size=32, image_channels=3), 0.580e6),

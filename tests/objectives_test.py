@@ -241,11 +241,11 @@ def test_view_weights_and_plain_term_combine_as_documented(setup):
 
 def test_bad_objective_configs_give_clear_errors(setup):
   model = setup[0]
-  with pytest.raises(ValueError, match="valid objectives: self_teaching, masked_self_teaching, mse"):
+  with pytest.raises(ValueError, match="Unknown objective.name 'vae'; valid: self_teaching, masked_self_teaching, mse"):
     objectives.create_objective(_config(name="vae"), model)
-  with pytest.raises(ValueError, match="valid judges: step_frozen, live, live_stop_target, ema"):
+  with pytest.raises(ValueError, match="Unknown objective.judge 'frozen'; valid: step_frozen, live, live_stop_target, ema"):
     objectives.create_objective(_config(name="self_teaching", views="crop_resize", judge="frozen"), model)
-  with pytest.raises(ValueError, match="valid views: .*crop_resize"):
+  with pytest.raises(ValueError, match="objective.views: Unknown view 'crop'; valid views: .*crop_resize"):
     objectives.create_objective(_config(name="self_teaching", views="crop"), model)
   with pytest.raises(ValueError, match="view_weights has 1 entries"):
     objectives.create_objective(_config(name="self_teaching", views="blur,sobel", view_weights="1"), model)

@@ -11,7 +11,7 @@ from leae_jax import sigreg as sigreg_lib
 
 
 def _reference_epps_pulley(p: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> np.ndarray:
-  """Independent float64 NumPy transcription of the formula in DESIGN.md §2."""
+  """Independent float64 NumPy transcription of the formula in docs/method.md §3."""
   n = p.shape[0]
   t = np.linspace(0.0, t_max, num_knots)
   phi = np.exp(-t**2 / 2)

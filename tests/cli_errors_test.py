@@ -1,0 +1,276 @@
+"""Every bad input through the real command lines: one `error:` line, no traceback.
+
+Each case is a real `python -m leae_jax.{main,evaluate,bench}` command line,
+run in its own (forked: see cli_server.py) process. The test asserts that
+stderr holds exactly one line, that it starts with `error: ` and says what
+the case expects (the field, the value, what would be valid), that the exit
+status is non-zero, and that no traceback was printed anywhere.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = "--config=configs/shapes.py"
+TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
+        "--config.objective.sigreg_slices=16", "--config.batch_size=16",
+        "--config.eval_batch_size=8", "--config.progress_bar=false"]
+
+
+class Server:
+  """A cli_server.py process: runs command lines in forked children."""
+
+  def __init__(self):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cli_server.py")],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 cwd=ROOT, env=env)
+
+  def run(self, module, args):
+    self.proc.stdin.write(json.dumps({"module": module, "args": args, "cwd": ROOT}) + "\n")
+    self.proc.stdin.flush()
+    return json.loads(self.proc.stdout.readline())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server():
+  s = Server()
+  yield s
+  s.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  """Inputs some cases need: IDX files (one truncated), a trained workdir, a plain file."""
+  root = tmp_path_factory.mktemp("cli_inputs")
+  good, bad = root / "idx", root / "idx_truncated"
+  good.mkdir(), bad.mkdir()
+  rng = np.random.default_rng(0)
+  for folder in (good, bad):
+    for prefix, n in (("train", 32), ("t10k", 16)):
+      helpers.write_idx(folder, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
+  images = next(p for p in bad.iterdir() if p.name.startswith("train-images"))
+  images.write_bytes(images.read_bytes()[:-100])
+  (root / "empty_tfds").mkdir()
+  (root / "a_file").write_text("not a directory")
+  run = root / "run"
+  proc = subprocess.run([sys.executable, "-m", "leae_jax.main", SHAPES, f"--workdir={run}", *TINY,
+                         "--config.num_train_steps=2", "--config.eval_every_steps=0"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return {"idx": str(good), "idx_truncated": str(bad), "tfds": str(root / "empty_tfds"),
+          "file": str(root / "a_file"), "run": str(run)}
+
+
+# (case id, module, arguments, what the one line must contain). {wd} is a fresh
+# workdir, {idx}, {idx_truncated}, {tfds}, {file}, {run} come from `files`.
+CASES = [
+    # Flags and the config file.
+    ("config_missing", "main", ["--config=configs/nope.py", "--workdir={wd}"],
+     "--config=configs/nope.py: no such file 'configs/nope.py'; the configs in configs/ are "
+     "celeba.py, celeba_masked.py, cifar.py, fashion_mnist.py, shapes.py"),
+    ("config_not_given", "main", ["--workdir={wd}"], "--config is required"),
+    ("workdir_not_given", "main", [SHAPES], "--workdir is required"),
+    ("variant_unknown", "main", ["--config=configs/shapes.py:nosuch", "--workdir={wd}"],
+     "--config=configs/shapes.py:nosuch: Unknown config variant 'nosuch'; valid variants: "
+     "channel_mask, crop_resize"),
+    ("field_unknown", "main", [SHAPES, "--workdir={wd}", "--config.nosuchfield=3"],
+     "--config.nosuchfield: no such config field"),
+    ("field_typo", "main", [SHAPES, "--workdir={wd}", "--config.model.hiden=32"],
+     "--config.model.hiden: no such config field; did you mean --config.model.hidden?"),
+    ("view_arg_typo", "main", [SHAPES, "--workdir={wd}",
+                               "--config.objective.view_args.pixel_mask.mask_ratio=0.5"],
+     "did you mean --config.objective.view_args.pixel_mask.ratio"),
+    ("value_not_int", "main", [SHAPES, "--workdir={wd}", "--config.batch_size=abc"],
+     "--config.batch_size=abc: not a valid int; the field is currently 64."),
+    ("value_not_float", "main", [SHAPES, "--workdir={wd}", "--config.learning_rate=fast"],
+     "--config.learning_rate=fast: not a valid float"),
+    ("flag_unknown", "main", [SHAPES, "--workdir={wd}", "--unknown_flag=3"],
+     "Unknown command line flag 'unknown_flag'"),
+    ("positional", "main", [SHAPES, "--workdir={wd}", "extra"],
+     "unexpected arguments 'extra'"),
+    ("distributed_mode", "main", [SHAPES, "--workdir={wd}", "--distributed=maybe"],
+     "--distributed"),
+    # The workdir.
+    ("workdir_unwritable", "main", [SHAPES, "--workdir=/proc/leae_x"],
+     "--workdir=/proc/leae_x: cannot write there"),
+    ("workdir_is_file", "main", [SHAPES, "--workdir={file}"], "cannot write there"),
+    # Scalars.
+    ("batch_negative", "main", [SHAPES, "--workdir={wd}", "--config.batch_size=-5"],
+     "batch_size=-5 is not valid: it must be a positive integer"),
+    ("eval_batch_zero", "main", [SHAPES, "--workdir={wd}", "--config.eval_batch_size=0"],
+     "eval_batch_size=0 is not valid"),
+    ("eval_batches_zero", "main", [SHAPES, "--workdir={wd}", "--config.eval_batches=0"],
+     "eval_batches=0 is not valid: it must be -1 (the whole test split) or a positive integer"),
+    ("lr_zero", "main", [SHAPES, "--workdir={wd}", "--config.learning_rate=0"],
+     "learning_rate=0.0 is not valid: it must be positive"),
+    ("lr_schedule", "main", [SHAPES, "--workdir={wd}", "--config.lr_schedule=linear"],
+     "Unknown lr_schedule 'linear'; valid: constant, warmup_cosine"),
+    ("weight_decay", "main", [SHAPES, "--workdir={wd}", "--config.weight_decay=-1"],
+     "weight_decay=-1.0 is not valid: it must be >= 0"),
+    ("grad_clip", "main", [SHAPES, "--workdir={wd}", "--config.grad_clip_norm=-1"],
+     "grad_clip_norm=-1.0 is not valid"),
+    ("seed_negative", "main", [SHAPES, "--workdir={wd}", "--config.seed=-1"],
+     "seed=-1 is not valid: it must be in [0, 2**31)"),
+    ("workers_negative", "main", [SHAPES, "--workdir={wd}", "--config.num_workers=-1"],
+     "num_workers=-1 is not valid"),
+    ("epochs_zero", "main", [SHAPES, "--workdir={wd}", "--config.num_epochs=0"],
+     "num_epochs=0 is not valid"),
+    ("steps_negative", "main", [SHAPES, "--workdir={wd}", "--config.num_train_steps=-7"],
+     "num_train_steps=-7 is not valid: it must be -1 (from num_epochs) or >= 0"),
+    ("log_every_zero", "main", [SHAPES, "--workdir={wd}", "--config.log_every_steps=0"],
+     "log_every_steps=0 is not valid"),
+    ("checkpoint_every_zero", "main", [SHAPES, "--workdir={wd}", "--config.checkpoint_every_steps=0"],
+     "checkpoint_every_steps=0 is not valid"),
+    ("keep_zero", "main", [SHAPES, "--workdir={wd}", "--config.checkpoints_to_keep=0"],
+     "checkpoints_to_keep=0 is not valid"),
+    ("grid_negative", "main", [SHAPES, "--workdir={wd}", "--config.num_grid_images=-1"],
+     "num_grid_images=-1 is not valid"),
+    ("epoch_end", "main", [SHAPES, "--workdir={wd}", "--config.epoch_end=drop"],
+     "Unknown epoch_end 'drop'; valid: partial, continue"),
+    # The model.
+    ("arch", "main", [SHAPES, "--workdir={wd}", "--config.model.arch=vit"],
+     "Unknown model.arch 'vit'; valid: residual, first"),
+    ("hidden_odd_first", "main", [SHAPES, "--workdir={wd}", "--config.model.hidden=33"],
+     "model.arch='first' needs an even model.hidden"),
+    ("hidden_residual", "main", ["--config=configs/shapes.py:residual_arch", "--workdir={wd}",
+                                 "--config.model.hidden=33"],
+     "model.arch='residual' with model.hidden=33, model.latent_channels=16 on 32px images does "
+     "not fit"),
+    ("latent_channels_zero", "main", [SHAPES, "--workdir={wd}", "--config.model.latent_channels=0"],
+     "model.latent_channels must be positive"),
+    ("residual_at_28px", "main", [SHAPES, "--workdir={wd}", "--config.model.arch=residual"],
+     "image side must be divisible by 8"),
+    ("image_size_zero", "main", [SHAPES, "--workdir={wd}", "--config.image_size=0"],
+     "image_size=0 is not valid"),
+    ("latent", "main", ["--config=configs/shapes.py:residual_arch", "--workdir={wd}",
+                        "--config.model.latent=global"],
+     "Unknown model.latent 'global'; valid: spatial, pooled"),
+    ("pool", "main", ["--config=configs/shapes.py:residual_arch", "--workdir={wd}",
+                      "--config.model.latent=pooled", "--config.model.pool=max"],
+     "Unknown model.pool 'max'; valid: mlp, oneshot, progressive"),
+    ("dtype", "main", [SHAPES, "--workdir={wd}", "--config.model.dtype=float17"],
+     "Unknown model.dtype 'float17'; valid: float32, bfloat16"),
+    ("init", "main", [SHAPES, "--workdir={wd}", "--config.model.init=zeros"],
+     "Unknown model.init 'zeros'; valid: pytorch, flax"),
+    ("precision", "main", [SHAPES, "--workdir={wd}", "--config.model.conv_precision=low"],
+     "Unknown model.conv_precision 'low'"),
+    ("norm_variance", "main", [SHAPES, "--workdir={wd}",
+                               "--config.model.norm_running_variance=maybe"],
+     "Unknown model.norm_running_variance 'maybe'"),
+    # The objective, its judge and SIGReg.
+    ("objective", "main", [SHAPES, "--workdir={wd}", "--config.objective.name=vae"],
+     "Unknown objective.name 'vae'; valid: self_teaching, masked_self_teaching, mse, masked_mse"),
+    ("judge", "main", [SHAPES, "--workdir={wd}", "--config.objective.judge=oracle"],
+     "Unknown objective.judge 'oracle'; valid: step_frozen, live, live_stop_target, ema"),
+    ("ema_decay", "main", [SHAPES, "--workdir={wd}", "--config.objective.judge=ema",
+                           "--config.objective.ema_decay=1.5"],
+     "objective.ema_decay must lie in [0, 1), got 1.5"),
+    ("sigreg_on", "main", [SHAPES, "--workdir={wd}", "--config.objective.sigreg_on=judge"],
+     "Unknown objective.sigreg_on 'judge'; valid: code, views"),
+    ("sigreg_weight", "main", [SHAPES, "--workdir={wd}", "--config.objective.sigreg_weight=-1"],
+     "objective.sigreg_weight=-1.0 is not valid: it must be >= 0"),
+    ("sigreg_slices", "main", [SHAPES, "--workdir={wd}", "--config.objective.sigreg_slices=0"],
+     "objective.sigreg_slices=0 is not valid: it must be a positive integer"),
+    ("sigreg_knots", "main", [SHAPES, "--workdir={wd}", "--config.objective.sigreg_knots=1"],
+     "objective.sigreg_knots=1 is not valid: it must be an integer >= 2"),
+    ("sigreg_t_max", "main", [SHAPES, "--workdir={wd}", "--config.objective.sigreg_t_max=0"],
+     "objective.sigreg_t_max=0.0 is not valid: it must be positive"),
+    ("mask_ratio", "main", [SHAPES, "--workdir={wd}", "--config.objective.name=masked_self_teaching",
+                            "--config.objective.mask_ratio=1.0"],
+     "objective.mask_ratio=1.0 is not valid: it must be in [0, 1)"),
+    ("eval_mask_ratio", "main", [SHAPES, "--workdir={wd}", "--config.objective.name=masked_mse",
+                                 "--config.objective.eval_mask_ratio=0"],
+     "objective.eval_mask_ratio=0.0 is not valid"),
+    ("no_views", "main", [SHAPES, "--workdir={wd}", "--config.objective.views="],
+     "objective 'self_teaching' needs objective.views or a positive objective.plain_weight"),
+    ("plain_weight", "main", [SHAPES, "--workdir={wd}", "--config.objective.plain_weight=-1"],
+     "objective.plain_weight=-1.0 is not valid: it must be >= 0"),
+    ("view_weights_count", "main", [SHAPES, "--workdir={wd}", "--config.objective.view_weights=1,2"],
+     "objective.view_weights has 2 entries but objective.views names 1 views (pixel_mask)"),
+    ("view_weights_negative", "main", [SHAPES, "--workdir={wd}",
+                                       "--config.objective.view_weights=-1"],
+     "objective.view_weights must be non-negative with a positive sum"),
+    # Views and their arguments.
+    ("view", "main", [SHAPES, "--workdir={wd}", "--config.objective.views=rotate"],
+     "objective.views: Unknown view 'rotate'; valid views: blur, channel_mask, crop_resize"),
+    ("pixel_ratio", "main", [SHAPES, "--workdir={wd}",
+                             "--config.objective.view_args.pixel_mask.ratio=1.5"],
+     "objective.view_args.pixel_mask: pixel_mask ratio must lie in [0, 1], got 1.5"),
+    ("crop_reversed", "main", ["--config=configs/shapes.py:crop_resize", "--workdir={wd}",
+                               "--config.objective.view_args.crop_resize.crop_ratio=(0.6, 0.2)"],
+     "objective.view_args.crop_resize: crop_ratio must lie in (0, 1] (and low <= high), got (0.6, 0.2)"),
+    ("crop_zero", "main", ["--config=configs/shapes.py:crop_resize", "--workdir={wd}",
+                           "--config.objective.view_args.crop_resize.crop_ratio=0"],
+     "crop_ratio must lie in (0, 1]"),
+    ("crop_three", "main", ["--config=configs/shapes.py:crop_resize", "--workdir={wd}",
+                            "--config.objective.view_args.crop_resize.crop_ratio=(0.1, 0.2, 0.3)"],
+     "crop_ratio must be a ratio r or a range (low, high)"),
+    ("patch_size", "main", ["--config=configs/shapes.py:patch_mask", "--workdir={wd}",
+                            "--config.objective.view_args.patch_mask.patch_size=5"],
+     "patch_mask: image 28x28 is not divisible into 5x5 patches"),
+    ("kernel_even", "main", ["--config=configs/shapes.py:detail_stack", "--workdir={wd}",
+                             "--config.objective.view_args.blur.kernel_size=4"],
+     "objective.view_args.blur: kernel_size must be a positive odd integer, got 4"),
+    # The mesh.
+    ("mesh_data", "main", [SHAPES, "--workdir={wd}", "--config.mesh.data=3"],
+     "Mesh shape data=3 x fsdp=1 = 3 devices does not match the 1 devices available"),
+    ("mesh_fsdp_zero", "main", [SHAPES, "--workdir={wd}", "--config.mesh.fsdp=0"],
+     "mesh.fsdp must be >= 1, got 0"),
+    ("mesh_fsdp_big", "main", [SHAPES, "--workdir={wd}", "--config.mesh.fsdp=2"],
+     "mesh.fsdp=2 does not divide the 1 devices"),
+    # Data.
+    ("dataset", "main", [SHAPES, "--workdir={wd}", "--config.dataset=imagenet"],
+     "Unknown dataset 'imagenet'; valid names are: celeb_a, cifar10, fashion_mnist, shapes"),
+    ("fashion_missing", "main", ["--config=configs/fashion_mnist.py", "--workdir={wd}", *TINY,
+                                 "--config.idx_dir=/nonexistent", "--config.data_dir={tfds}"],
+     "fashion_mnist"),
+    ("fashion_truncated", "main", ["--config=configs/fashion_mnist.py", "--workdir={wd}", *TINY,
+                                   "--config.idx_dir={idx_truncated}", "--config.data_dir={tfds}"],
+     "train-images-idx3-ubyte"),
+    ("cifar_not_prepared", "main", ["--config=configs/cifar.py", "--workdir={wd}",
+                                    "--config.data_dir={tfds}"],
+     "cifar10"),
+    # Resuming with a config whose state has another shape.
+    ("resume_other_shape", "main", [SHAPES, "--workdir={run}", *TINY, "--config.model.hidden=12"],
+     "does not fit this config: model.hidden: checkpoint 8 vs config 12"),
+    # leae_jax.evaluate.
+    ("evaluate_step", "evaluate", ["--workdir={run}", "--step=999", "--probe=false"],
+     "No checkpoint for step 999"),
+    ("evaluate_not_a_run", "evaluate", ["--workdir={tfds}"], "config.json not found"),
+    ("evaluate_nothing", "evaluate", [], "--workdir"),
+    ("evaluate_positional", "evaluate", ["--workdir={run}", "extra"], "unexpected arguments"),
+    ("evaluate_batches", "evaluate", ["--workdir={run}", "--eval_batches=0"],
+     "--eval_batches=0 is not valid"),
+    # leae_jax.bench.
+    ("bench_config_missing", "bench", ["--config=configs/nope.py"], "no such file"),
+    ("bench_field", "bench", [SHAPES, "--config.modle.hidden=3"],
+     "--config.modle.hidden: no such config field"),
+    ("bench_bad_value", "bench", [SHAPES, "--config.batch_size=0"],
+     "batch_size=0 is not valid"),
+    ("bench_steps", "bench", [SHAPES, "--steps=0"], "--steps=0 is not valid"),
+]
+
+
+@pytest.mark.parametrize("case,module,args,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(case, module, args, expected, server, files, tmp_path):
+  del case
+  args = [a.format(wd=tmp_path / "wd", **files) for a in args]
+  proc = server.run(f"leae_jax.{module}", args)
+  everything = proc["stdout"] + proc["stderr"]
+  lines = [l for l in proc["stderr"].splitlines() if l.strip()]
+  assert proc["returncode"] != 0, everything[-3000:]
+  assert "Traceback" not in everything, everything[-3000:]
+  assert len(lines) == 1, everything[-3000:]
+  assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
