@@ -524,8 +524,8 @@ def run_check(args) -> int:
 
   def jax_loss(params, images, crop, dirs):
     # self_teaching_loss composed from the library's pieces, with fixed crop and directions.
-    codes, _ = objectives.encode(model_j, params["encoder"], stats0, images, train=True)
-    recon = objectives.decode(model_j, params["decoder"], codes)
+    codes, _ = models.encode(model_j, params["encoder"], stats0, images, train=True)
+    recon = models.decode(model_j, params["decoder"], codes)
     judge = objectives.make_judge(model_j, objectives.judge_params_for("step_frozen", params), stats0)
     tx, tx_hat = view.transform(crop, images), view.transform(crop, recon)
     agreement = jnp.mean(jnp.square(jax.lax.stop_gradient(judge(tx)) - judge(tx_hat)))
@@ -557,7 +557,7 @@ def run_check(args) -> int:
   _, aux_lib = trainer.objective(state.params, state.batch_stats, batches[0], key0)
   composition_vs_library = {k: _rel(parts_j[k], aux_lib["parts"][k]) for k in parts_j}
   sigreg_lib_vs_composition = _rel(
-      sigreg_lib.sigreg(objectives.encode(model_j, state.params["encoder"], stats0, batches[0])[0],
+      sigreg_lib.sigreg(models.encode(model_j, state.params["encoder"], stats0, batches[0])[0],
                         jax.random.split(key0)[0], num_slices=o.sigreg_slices,
                         num_knots=o.sigreg_knots, t_max=o.sigreg_t_max), parts_j["sigreg"])
 
@@ -586,7 +586,7 @@ def run_check(args) -> int:
   # new running variance is 0.1 · (batch variance) · n/(n−1) alone (n = 16·4·4), and the
   # biased form is 1/256 off.
   zero_stats = jax.tree_util.tree_map(np.zeros_like, stats0)
-  codes_nj, stats_nj = jax.jit(lambda p, s, x: objectives.encode(model_j, p, s, x, train=True))(
+  codes_nj, stats_nj = jax.jit(lambda p, s, x: models.encode(model_j, p, s, x, train=True))(
       params0["encoder"], zero_stats, batches[0])
   model = Autoencoder()
   load_flax(model, params0, zero_stats)

@@ -22,7 +22,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from leae_jax import base_config
-from leae_jax import objectives
+from leae_jax import models
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
 from leae_jax import views
@@ -61,10 +61,10 @@ def main(argv):
   enc, dec, stats = state.params["encoder"], state.params["decoder"], state.batch_stats
 
   def encode(p, x):
-    return objectives.encode(model, p, stats, x, train=True)[0]
+    return models.encode(model, p, stats, x, train=True)[0]
 
   def decode(p, z):
-    return objectives.decode(model, p, z)
+    return models.decode(model, p, z)
 
   codes = jax.jit(encode)(enc, images)
   recon = jax.jit(decode)(dec, codes)

@@ -9,6 +9,7 @@ checked before any compilation, so bad input fails in one line.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from leae_jax import data
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import sharding
+from leae_jax import sigreg
 from leae_jax import views
 
 
@@ -72,11 +74,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       sigreg_on="code",  # "code": SIGReg(E(x)); "views": on the judge's codes (published live runs)
       judge_updates_norm=False,  # judge encodes move the running statistics too (published toy)
       sigreg_flatten=False,  # True: SIGReg on whole flattened codes (published toy), not per position
-      sigreg_slices=256,
-      sigreg_knots=17,
-      sigreg_t_max=3.0,
+      sigreg_slices=sigreg.NUM_SLICES,
+      sigreg_knots=sigreg.NUM_KNOTS,
+      sigreg_t_max=sigreg.T_MAX,
       judge="step_frozen",
-      ema_decay=0.999,
+      ema_decay=objectives.EMA_DECAY,
       mask_ratio=0.35,  # inpainting hole of the masked objectives, in training
       eval_mask_ratio=0.35,  # ... and in evaluation (hole PSNR)
       masked_updates_norm=True,  # masked branch also moves the running statistics (published)
@@ -100,6 +102,26 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+  """`base` with `changes` applied, recursively (plain dicts; JSON lists become tuples
+  where the base value is a tuple)."""
+  out = dict(base)
+  for key, value in changes.items():
+    if isinstance(value, dict) and isinstance(base.get(key), dict):
+      out[key] = merge(base[key], value)
+    elif isinstance(value, list) and isinstance(base.get(key), tuple):
+      out[key] = tuple(value)
+    else:
+      out[key] = value
+  return out
+
+
+def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A config a run saved (`config.json`, maybe from an older version) as a whole
+  config: fields it does not have take today's defaults."""
+  return ml_collections.ConfigDict(merge(get_base_config().to_dict(), saved))
+
+
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns a copy with derived fields filled in; raises ValueError on bad input.
 
@@ -117,15 +139,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.image_size in (-1, None):
     config.image_size = info.image_size
   config.image_channels = info.channels
-  # Configs saved before the field existed read as the default; later code reads config.epoch_end.
-  config.epoch_end = epoch_end = config.get("epoch_end", "partial")
+  epoch_end = config.epoch_end
   if epoch_end not in data.EPOCH_ENDS:
     raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
   model = models.create_model(config.model, image_size=config.image_size,
                               image_channels=config.image_channels)
   check_traces(model, objectives.create_objective(config.objective, model), config)
   # The mesh spans every device of every process (after jax.distributed.initialize).
-  mesh_shape = sharding.mesh_shape(config.get("mesh"), jax.device_count())
+  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count())
   # Training batches must split evenly; evaluation batches need not (they are
   # padded per device, see data.create_eval_loader), so any eval_batch_size works.
   sharding.check_batch_size("batch_size", config.batch_size, mesh_shape, jax.process_count())
@@ -194,9 +215,8 @@ def check_scalars(config: ml_collections.ConfigDict) -> None:
     value = config.get(field)
     if value is not None and not ok(value):
       raise ValueError(f"{field}={value!r} is not valid: it must be {valid}.")
-  schedule = config.get("lr_schedule", "constant")
-  if schedule not in LR_SCHEDULES:
-    raise ValueError(f"Unknown lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}.")
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}.")
 
 
 #: Learning-rate schedules (`train.create_schedule`).

@@ -119,7 +119,7 @@ def measure_train_step(config: ml_collections.ConfigDict, *, steps: int = 20,
   memory, memory_source = _peak_memory(compiled)
   step_s = seconds / max(steps, 1)
   device = jax.devices()[0]
-  dtype = str(config.model.get("dtype", "float32"))
+  dtype = str(config.model.dtype)
   peak = peak_flops(device.device_kind, dtype)
   flops_per_s = flops / step_s if flops is not None else None
   return {
@@ -144,7 +144,7 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
   source = "tfds"
   if config.dataset == "shapes":
     source = "generated"
-  elif config.dataset == "fashion_mnist" and config.get("idx_dir"):
+  elif config.dataset == "fashion_mnist" and config.idx_dir:
     source = "idx"
   open_source = lambda: data.get_source(config.dataset, "train", image_size=config.image_size,
                                        data_dir=config.data_dir, download=False,
@@ -186,7 +186,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: in
   config = base_config.resolve(config)
   result: dict[str, Any] = {
       "dataset": config.dataset, "batch_size": int(config.batch_size),
-      "image_size": int(config.image_size), "dtype": str(config.model.get("dtype", "float32")),
+      "image_size": int(config.image_size), "dtype": str(config.model.dtype),
       "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
       "num_devices": jax.device_count(), "steps": steps,
   }

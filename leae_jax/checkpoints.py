@@ -34,6 +34,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from leae_jax import objectives
 from leae_jax import outputs
 
 CHECKPOINT_DIR = "checkpoints"
@@ -52,17 +53,17 @@ def milestone_steps(num_train_steps: int) -> list[int]:
 def structure_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config fields that determine the checkpointed state's tree and shapes."""
   m = config.model
-  model = {k: m.get(k) for k in ("hidden", "latent_channels", "latent", "pool", "pool_channels")
-           if m.get("latent") == "pooled" or k not in ("pool", "pool_channels")}
+  model = {k: m[k] for k in ("hidden", "latent_channels", "latent", "pool", "pool_channels")
+           if m.latent == "pooled" or k not in ("pool", "pool_channels")}
   # `arch` only when not the default, so checkpoints written before it existed still match.
-  if m.get("arch", "residual") != "residual":
-    model["arch"] = m.get("arch")
+  if m.arch != "residual":
+    model["arch"] = m.arch
   return {
       "model": model,
       "image_size": int(config.image_size),
       "image_channels": int(config.image_channels),
-      "ema_judge": config.objective.get("judge") == "ema"
-                   and config.objective.name in ("self_teaching", "masked_self_teaching"),
+      "ema_judge": (config.objective.judge == "ema"
+                    and objectives.spec(config.objective.name).judged),
       "grad_clip": float(config.grad_clip_norm) > 0,  # adds a state to the optax chain
   }
 

@@ -32,6 +32,7 @@ from leae_jax import checkpoints
 from leae_jax import cli
 from leae_jax import data
 from leae_jax import metrics as metrics_lib
+from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
 from leae_jax import probe as probe_lib
@@ -47,7 +48,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} the --workdir of a training run?")
   with open(path) as f:
-    return base_config.resolve(ml_collections.ConfigDict(json.load(f)))
+    return base_config.resolve(base_config.from_saved(json.load(f)))
 
 
 def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: train.Trainer,
@@ -78,7 +79,7 @@ def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
       c.dataset, split, batch_size=batch_size, multiple=trainer.data_shards,
       max_batches=max_batches, image_size=c.image_size, data_dir=c.data_dir,
       download=c.download, idx_dir=c.idx_dir)
-  encode = jax.jit(lambda s, x: objectives.encode(trainer.model, s.params["encoder"], s.batch_stats,
+  encode = jax.jit(lambda s, x: models.encode(trainer.model, s.params["encoder"], s.batch_stats,
                                                   x, train=False)[0])
   codes, labels = [], []
   for batch in loader:
@@ -170,8 +171,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
   result = trainer.evaluate(state, max_batches=max_batches, collect_codes=True)
   results: dict[str, Any] = dict(result.metrics, step=step, dataset=config.dataset,
                                  objective=config.objective.name,
-                                 judge=config.objective.get("judge") if config.objective.name.endswith(
-                                     "self_teaching") else None)
+                                 judge=(config.objective.judge
+                                        if objectives.spec(config.objective.name).judged else None))
   health, eig = latent_health(result.codes, seed=config.seed)
   results.update(health)
   info = data.dataset_info(config.dataset)

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 
 Dtype = Any
+PyTree = Any
 
 ARCHS = ("residual", "first")
 LATENT_KINDS = ("spatial", "pooled")
@@ -745,16 +746,16 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
   PyTorch runs its linear layers in full float32, hence 'highest'), and
   `norm_running_variance` ('unbiased' as PyTorch | 'biased').
   """
-  dtype_name = config.get("dtype", "float32")
+  dtype_name = config.dtype
   if dtype_name not in DTYPES:
     raise ValueError(f"Unknown model.dtype {dtype_name!r}; valid: {', '.join(DTYPES)}.")
-  arch = config.get("arch", "residual")
-  _validate(image_size, image_channels, config.latent, config.get("pool", "mlp"), arch=arch,
+  arch = config.arch
+  _validate(image_size, image_channels, config.latent, config.pool, arch=arch,
             hidden=config.hidden, latent_channels=config.latent_channels)
-  options = dict(initializer=config.get("init", "pytorch"),
-                 conv_precision=config.get("conv_precision", "default"),
-                 dense_precision=config.get("dense_precision", "highest"),
-                 norm_running_variance=config.get("norm_running_variance", "unbiased"))
+  options = dict(initializer=config.init,
+                 conv_precision=config.conv_precision,
+                 dense_precision=config.dense_precision,
+                 norm_running_variance=config.norm_running_variance)
   _validate_options(**options)
   return Autoencoder(
       hidden=config.hidden,
@@ -762,8 +763,8 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
       image_size=image_size,
       image_channels=image_channels,
       latent=config.latent,
-      pool=config.get("pool", "mlp"),
-      pool_channels=config.get("pool_channels", 128),
+      pool=config.pool,
+      pool_channels=config.pool_channels,
       dtype=DTYPES[dtype_name],
       arch=arch,
       **options,
@@ -780,3 +781,36 @@ def init_variables(model: Autoencoder, key: jax.Array, batch_size: int = 2) -> d
 def count_params(params: Any) -> int:
   """Total number of scalars in a params pytree."""
   return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+# ---------------------------------------------------------------------------
+# Running the model, with explicit normalisation semantics.
+
+
+def encode(
+    model: Autoencoder,
+    encoder_params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    *,
+    train: bool = True,
+) -> tuple[jax.Array, PyTree]:
+  """Encodes `images`; returns `(codes, batch_stats after this batch)`.
+
+  With `train=True` the code is normalised with the statistics of `images`
+  and the returned running statistics include this batch; with `train=False`
+  the stored running statistics are used and returned unchanged. Callers that
+  must not update the statistics (the judge, corrupted inputs) simply drop
+  the returned value.
+  """
+  variables = {"params": {"encoder": encoder_params}, "batch_stats": batch_stats}
+  if not train:
+    return model.apply(variables, images, train=False, method=model.encode), batch_stats
+  codes, updates = model.apply(variables, images, train=True, method=model.encode,
+                               mutable=["batch_stats"])
+  return codes, updates["batch_stats"]
+
+
+def decode(model: Autoencoder, decoder_params: PyTree, codes: jax.Array) -> jax.Array:
+  """Decodes `codes` into images in [0, 1]."""
+  return model.apply({"params": {"decoder": decoder_params}}, codes, method=model.decode)

@@ -46,44 +46,17 @@ PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
 JUDGES = ("step_frozen", "live", "live_stop_target", "ema")
+#: The EMA judge's decay (judge='ema'; `objective.ema_decay` in the base config).
+EMA_DECAY = 0.999
 
 
 # ---------------------------------------------------------------------------
-# Encoder / decoder application with explicit normalisation semantics.
-
-
-def encode(
-    model: models.Autoencoder,
-    encoder_params: PyTree,
-    batch_stats: PyTree,
-    images: jax.Array,
-    *,
-    train: bool = True,
-) -> tuple[jax.Array, PyTree]:
-  """Encodes `images`; returns `(codes, batch_stats after this batch)`.
-
-  With `train=True` the code is normalised with the statistics of `images`
-  and the returned running statistics include this batch; with `train=False`
-  the stored running statistics are used and returned unchanged. Callers that
-  must not update the statistics (the judge, corrupted inputs) simply drop
-  the returned value.
-  """
-  variables = {"params": {"encoder": encoder_params}, "batch_stats": batch_stats}
-  if not train:
-    return model.apply(variables, images, train=False, method=model.encode), batch_stats
-  codes, updates = model.apply(variables, images, train=True, method=model.encode,
-                               mutable=["batch_stats"])
-  return codes, updates["batch_stats"]
-
-
-def decode(model: models.Autoencoder, decoder_params: PyTree, codes: jax.Array) -> jax.Array:
-  """Decodes `codes` into images in [0, 1]."""
-  return model.apply({"params": {"decoder": decoder_params}}, codes, method=model.decode)
+# Judges (the model's own encoder, run by models.encode).
 
 
 def make_judge(model: models.Autoencoder, judge_params: PyTree, batch_stats: PyTree) -> Callable[[jax.Array], jax.Array]:
   """`J(x)`: the encoder under `judge_params`, normalised with x's own batch statistics."""
-  return lambda x: encode(model, judge_params, batch_stats, x, train=True)[0]
+  return lambda x: models.encode(model, judge_params, batch_stats, x, train=True)[0]
 
 
 def judge_params_for(mode: str, params: PyTree, ema_params: PyTree | None = None) -> PyTree:
@@ -133,9 +106,9 @@ class SigregSpec:
   """
 
   weight: float = 0.03
-  num_slices: int = 256
-  num_knots: int = 17
-  t_max: float = 3.0
+  num_slices: int = sigreg_lib.NUM_SLICES
+  num_knots: int = sigreg_lib.NUM_KNOTS
+  t_max: float = sigreg_lib.T_MAX
   flatten: bool = False
 
   def __call__(self, codes: jax.Array, key: jax.Array) -> jax.Array:
@@ -191,15 +164,15 @@ def self_teaching_loss(
   if sigreg_on not in SIGREG_ON:
     raise ValueError(f"Unknown sigreg_on {sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
   k_sigreg, k_views = jax.random.split(key)
-  codes, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
-  recon = decode(model, params["decoder"], codes)
+  codes, new_stats = models.encode(model, params["encoder"], batch_stats, images, train=True)
+  recon = models.decode(model, params["decoder"], codes)
   judge = make_judge(model, judge_params, batch_stats)
   detach = (lambda t: t) if target_gradient else jax.lax.stop_gradient
   pair_codes = []
   stats = [new_stats]
 
   def judge_and_update(images: jax.Array) -> jax.Array:
-    z, stats[0] = encode(model, judge_params, stats[0], images, train=True)
+    z, stats[0] = models.encode(model, judge_params, stats[0], images, train=True)
     return z
 
   if judge_updates_norm:
@@ -267,11 +240,11 @@ def masked_self_teaching_loss(
   k_mask, k_crop, k_sigreg = jax.random.split(key, 3)
   mask_params = mask.sample(k_mask, images.shape)
   masked = mask.transform(mask_params, images)
-  z_clean, clean_stats = encode(model, params["encoder"], batch_stats, images, train=True)
-  z_masked, both_stats = encode(model, params["encoder"], clean_stats, masked, train=True)
+  z_clean, clean_stats = models.encode(model, params["encoder"], batch_stats, images, train=True)
+  z_masked, both_stats = models.encode(model, params["encoder"], clean_stats, masked, train=True)
   new_stats = both_stats if masked_updates_norm else clean_stats
-  recon_clean = decode(model, params["decoder"], z_clean)
-  recon_masked = decode(model, params["decoder"], z_masked)
+  recon_clean = models.decode(model, params["decoder"], z_clean)
+  recon_masked = models.decode(model, params["decoder"], z_masked)
   judge = make_judge(model, judge_params, batch_stats)
   detach = (lambda t: t) if target_gradient else jax.lax.stop_gradient
 
@@ -301,8 +274,8 @@ def mse_loss(
     sigreg: SigregSpec = SigregSpec(weight=0.0),
 ) -> tuple[jax.Array, dict]:
   """Plain autoencoder baseline `||D(E(x)) − x||²` (+ optional SIGReg)."""
-  codes, new_stats = encode(model, params["encoder"], batch_stats, images, train=True)
-  recon = decode(model, params["decoder"], codes)
+  codes, new_stats = models.encode(model, params["encoder"], batch_stats, images, train=True)
+  recon = models.decode(model, params["decoder"], codes)
   pixel = _mse(recon, images)
   sig = sigreg(codes, key)
   loss = pixel + sigreg.weight * sig
@@ -328,8 +301,8 @@ def masked_mse_loss(
   k_mask, k_sigreg = jax.random.split(key)
   mask_params = mask.sample(k_mask, images.shape)
   masked = mask.transform(mask_params, images)
-  codes, new_stats = encode(model, params["encoder"], batch_stats, masked, train=True)
-  recon = decode(model, params["decoder"], codes)
+  codes, new_stats = models.encode(model, params["encoder"], batch_stats, masked, train=True)
+  recon = models.decode(model, params["decoder"], codes)
   pixel = _mse(recon, images)
   sig = sigreg(codes, k_sigreg)
   loss = pixel + sigreg.weight * sig
@@ -350,17 +323,25 @@ class Objective:
   """A configured loss: `objective(params, batch_stats, images, key, ema_params=None)`.
 
   `judge` is the judge mode (`None` for the pixel baselines); `ema_decay`
-  applies when `judge == 'ema'` and the train state carries EMA params.
+  applies when `judge == 'ema'` and the train state carries EMA params;
+  `eval_mask_ratio` is the hole evaluation scores (`None` when the objective
+  has no hole).
   """
 
   name: str
   fn: LossFn
   judge: str | None = None
-  ema_decay: float = 0.999
+  ema_decay: float = EMA_DECAY
+  eval_mask_ratio: float | None = None
 
   @property
   def uses_ema(self) -> bool:
     return self.judge == "ema"
+
+  @property
+  def masked(self) -> bool:
+    """Whether evaluation scores an inpainting hole (hole PSNR)."""
+    return self.eval_mask_ratio is not None
 
   def __call__(self, params: PyTree, batch_stats: PyTree, images: jax.Array, key: jax.Array,
                ema_params: PyTree | None = None) -> tuple[jax.Array, dict]:
@@ -371,7 +352,60 @@ class Objective:
                    target_gradient=target_carries_gradient(self.judge))
 
 
-OBJECTIVES = ("self_teaching", "masked_self_teaching", "mse", "masked_mse")
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSpec:
+  """What the rest of the code may ask of an objective without building it.
+
+  `judged`: it compares codes through a judge, so `objective.judge` (and
+  `ema_decay`) apply and an EMA judge adds params to the train state;
+  `masked`: it trains with an inpainting hole, and evaluation scores the hole
+  (`eval_mask_ratio`); `reads`: the `config.objective` fields its builder
+  reads (besides `name`).
+  """
+
+  name: str
+  build: Callable[[ml_collections.ConfigDict, models.Autoencoder], LossFn]
+  judged: bool
+  masked: bool
+  reads: tuple[str, ...]
+
+
+_REGISTRY: dict[str, ObjectiveSpec] = {}
+_JUDGE_FIELDS = ("judge", "ema_decay")
+_SIGREG_FIELDS = ("sigreg_weight", "sigreg_slices", "sigreg_knots", "sigreg_t_max", "sigreg_flatten")
+_MASK_FIELDS = ("mask_ratio", "eval_mask_ratio")
+
+
+def register(name: str, *, judged: bool, masked: bool, reads: Sequence[str]):
+  """Decorator registering `build(config, model) -> loss_fn` as objective `name`.
+
+  The loss function is called as `fn(params, batch_stats, images, key)`, plus
+  `judge_params=` and `target_gradient=` when `judged`. A new objective is one
+  such function and this decorator: training, evaluation and checkpoints ask
+  the registry (`spec`) what they need to know. `reads` lists the objective
+  fields the builder reads; the judge and mask fields are added for judged
+  and masked objectives.
+  """
+  reads = tuple(reads) + (_JUDGE_FIELDS if judged else ()) + (_MASK_FIELDS if masked else ())
+
+  def wrap(build):
+    _REGISTRY[name] = ObjectiveSpec(name, build, judged, masked, reads)
+    return build
+
+  return wrap
+
+
+def names() -> list[str]:
+  """Registered objective names, in registration order."""
+  return list(_REGISTRY)
+
+
+def spec(name: str) -> ObjectiveSpec:
+  """The registry entry of objective `name` (ValueError naming the valid ones)."""
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown objective.name {name!r}; valid: {', '.join(_REGISTRY)}.")
+  return _REGISTRY[name]
+
 
 
 def _split_list(value: Any) -> list[str]:
@@ -393,8 +427,8 @@ def _view(name: str, view_args: Any, field: str = "objective.views") -> views_li
 
 def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View, float]]:
   """`config.views` ('a,b' or a list) + optional `view_weights` → [(View, weight)]."""
-  view_names = _split_list(config.get("views", ""))
-  weights = [float(w) for w in _split_list(config.get("view_weights", ""))] or [1.0] * len(view_names)
+  view_names = _split_list(config.views)
+  weights = [float(w) for w in _split_list(config.view_weights)] or [1.0] * len(view_names)
   if len(weights) != len(view_names):
     raise ValueError(
         f"objective.view_weights has {len(weights)} entries but objective.views names "
@@ -402,8 +436,7 @@ def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View,
     )
   if any(w < 0 for w in weights) or (view_names and sum(weights) <= 0):
     raise ValueError(f"objective.view_weights must be non-negative with a positive sum, got {weights}.")
-  view_args = config.get("view_args", None)
-  return [(_view(name, view_args), w) for name, w in zip(view_names, weights)]
+  return [(_view(name, config.view_args), w) for name, w in zip(view_names, weights)]
 
 
 def _check(field: str, value: Any, ok: bool, valid: str) -> None:
@@ -414,7 +447,7 @@ def _check(field: str, value: Any, ok: bool, valid: str) -> None:
 def mask_ratio(config: ml_collections.ConfigDict, field: str = "mask_ratio") -> float:
   """An inpainting hole's area fraction, checked: in [0, 1) for training (0: no hole,
   a control), strictly between 0 and 1 for evaluation (a hole to score)."""
-  ratio = float(config.get(field, 0.35))
+  ratio = float(config[field])
   if field == "eval_mask_ratio":
     _check(field, ratio, 0.0 < ratio < 1.0, "strictly between 0 and 1 (a hole to score)")
   else:
@@ -422,75 +455,79 @@ def mask_ratio(config: ml_collections.ConfigDict, field: str = "mask_ratio") -> 
   return ratio
 
 
-def sigreg_spec(config: ml_collections.ConfigDict, default_weight: float = 0.03) -> SigregSpec:
+def sigreg_spec(config: ml_collections.ConfigDict) -> SigregSpec:
   """The SIGReg settings of an objective config (checked: ValueError naming the field)."""
-  spec = SigregSpec(
-      weight=float(config.get("sigreg_weight", default_weight)),
-      num_slices=int(config.get("sigreg_slices", 256)),
-      num_knots=int(config.get("sigreg_knots", 17)),
-      t_max=float(config.get("sigreg_t_max", 3.0)),
-      flatten=bool(config.get("sigreg_flatten", False)),
+  result = SigregSpec(
+      weight=float(config.sigreg_weight),
+      num_slices=int(config.sigreg_slices),
+      num_knots=int(config.sigreg_knots),
+      t_max=float(config.sigreg_t_max),
+      flatten=bool(config.sigreg_flatten),
   )
-  _check("sigreg_weight", spec.weight, spec.weight >= 0, ">= 0")
-  _check("sigreg_slices", spec.num_slices, spec.num_slices >= 1, "a positive integer")
-  _check("sigreg_knots", spec.num_knots, spec.num_knots >= 2, "an integer >= 2")
-  _check("sigreg_t_max", spec.t_max, spec.t_max > 0, "positive")
-  return spec
+  _check("sigreg_weight", result.weight, result.weight >= 0, ">= 0")
+  _check("sigreg_slices", result.num_slices, result.num_slices >= 1, "a positive integer")
+  _check("sigreg_knots", result.num_knots, result.num_knots >= 2, "an integer >= 2")
+  _check("sigreg_t_max", result.t_max, result.t_max > 0, "positive")
+  return result
 
 
 def create_objective(config: ml_collections.ConfigDict, model: models.Autoencoder) -> Objective:
-  """Builds the objective named `config.name` for `model`.
+  """Builds the objective `config.name` for `model` from its `config.objective` fields.
 
-  Fields (all optional but `name`): `views`, `view_weights`, `view_args`
-  (per-view keyword arguments, e.g. `{'crop_resize': {'crop_ratio': 0.15}}`),
-  `plain_weight`, `sigreg_weight`, `sigreg_slices`, `sigreg_knots`,
-  `sigreg_t_max`, `sigreg_flatten`, `sigreg_on`, `judge`, `ema_decay`, `mask_ratio` and
-  `masked_updates_norm` (masked objectives),
-  `crop_view` (masked_self_teaching's shared view, default `crop_resize`).
+  `config` is a whole objective config (the base config's `objective`, every
+  field with its default); each objective reads the fields its spec lists.
+  Bad values raise ValueError naming the field.
   """
-  name = config.get("name", None)
-  bind = lambda fn, **kw: lambda *args, **more: fn(model, *args, **kw, **more)
-
-  if name == "self_teaching":
-    judge = _check_judge(config)
-    views, plain_weight = parse_views(config), float(config.get("plain_weight", 0.0))
-    _check("plain_weight", plain_weight, plain_weight >= 0, ">= 0")
-    if not views and plain_weight <= 0:
-      raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
-    sigreg_on = config.get("sigreg_on", "code")
-    if sigreg_on not in SIGREG_ON:
-      raise ValueError(f"Unknown objective.sigreg_on {sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
-    fn = bind(self_teaching_loss, views=views, plain_weight=plain_weight, sigreg=sigreg_spec(config),
-              sigreg_on=sigreg_on, judge_updates_norm=bool(config.get("judge_updates_norm", False)))
-    return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
-
-  if name == "masked_self_teaching":
-    judge = _check_judge(config)
-    mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
-    mask_ratio(config, "eval_mask_ratio")
-    crop = _view(config.get("crop_view", "crop_resize"), config.get("view_args", None),
-                 "objective.crop_view")
-    fn = bind(masked_self_teaching_loss, crop=crop, mask=mask, sigreg=sigreg_spec(config),
-              masked_updates_norm=bool(config.get("masked_updates_norm", True)))
-    return Objective(name, fn, judge, float(config.get("ema_decay", 0.999)))
-
-  if name == "mse":
-    return Objective(name, bind(mse_loss, sigreg=sigreg_spec(config, default_weight=0.0)))
-
-  if name == "masked_mse":
-    mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
-    mask_ratio(config, "eval_mask_ratio")
-    return Objective(name, bind(masked_mse_loss, mask=mask,
-                                sigreg=sigreg_spec(config, default_weight=0.0)))
-
-  raise ValueError(f"Unknown objective.name {name!r}; valid: {', '.join(OBJECTIVES)}.")
+  entry = spec(config.name)
+  judge, ema_decay = None, EMA_DECAY
+  if entry.judged:
+    judge, ema_decay = config.judge, float(config.ema_decay)
+    if judge not in JUDGES:
+      raise ValueError(f"Unknown objective.judge {judge!r}; valid: {', '.join(JUDGES)}.")
+    if not 0.0 <= ema_decay < 1.0:
+      raise ValueError(f"objective.ema_decay must lie in [0, 1), got {ema_decay}.")
+  eval_ratio = mask_ratio(config, "eval_mask_ratio") if entry.masked else None
+  return Objective(entry.name, entry.build(config, model), judge, ema_decay, eval_ratio)
 
 
-def _check_judge(config: ml_collections.ConfigDict) -> str:
-  judge = config.get("judge", "step_frozen")
-  if judge not in JUDGES:
-    raise ValueError(f"Unknown objective.judge {judge!r}; valid: {', '.join(JUDGES)}.")
-  decay = float(config.get("ema_decay", 0.999))
-  if not 0.0 <= decay < 1.0:
-    raise ValueError(f"objective.ema_decay must lie in [0, 1), got {decay}.")
-  return judge
+def _bind(fn: Callable[..., Any], model: models.Autoencoder, **kw: Any) -> LossFn:
+  return lambda *args, **more: fn(model, *args, **kw, **more)
+
+
+@register("self_teaching", judged=True, masked=False,
+          reads=("views", "view_weights", "view_args", "plain_weight", "sigreg_on",
+                 "judge_updates_norm") + _SIGREG_FIELDS)
+def _self_teaching(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
+  views, plain_weight = parse_views(config), float(config.plain_weight)
+  _check("plain_weight", plain_weight, plain_weight >= 0, ">= 0")
+  if not views and plain_weight <= 0:
+    raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
+  if config.sigreg_on not in SIGREG_ON:
+    raise ValueError(f"Unknown objective.sigreg_on {config.sigreg_on!r}; valid: {', '.join(SIGREG_ON)}.")
+  return _bind(self_teaching_loss, model, views=views, plain_weight=plain_weight,
+               sigreg=sigreg_spec(config), sigreg_on=config.sigreg_on,
+               judge_updates_norm=bool(config.judge_updates_norm))
+
+
+@register("masked_self_teaching", judged=True, masked=True,
+          reads=("crop_view", "view_args", "masked_updates_norm") + _SIGREG_FIELDS)
+def _masked_self_teaching(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
+  mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
+  crop = _view(config.crop_view, config.view_args, "objective.crop_view")
+  return _bind(masked_self_teaching_loss, model, crop=crop, mask=mask, sigreg=sigreg_spec(config),
+               masked_updates_norm=bool(config.masked_updates_norm))
+
+
+@register("mse", judged=False, masked=False, reads=_SIGREG_FIELDS)
+def _mse_baseline(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
+  return _bind(mse_loss, model, sigreg=sigreg_spec(config))
+
+
+@register("masked_mse", judged=False, masked=True, reads=_SIGREG_FIELDS)
+def _masked_mse_baseline(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
+  mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
+  return _bind(masked_mse_loss, model, mask=mask, sigreg=sigreg_spec(config))
+
+
+#: The registered objectives (see `register`).
+OBJECTIVES = tuple(names())

@@ -19,6 +19,12 @@ import jax
 import jax.numpy as jnp
 
 
+#: The published SIGReg settings: the one home of these numbers (the base
+#: config and `objectives.SigregSpec` read them from here).
+NUM_SLICES = 256
+NUM_KNOTS = 17
+T_MAX = 3.0
+
 def _knots_and_weights(num_knots: int, t_max: float) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Integration knots t_j, Gaussian CF φ(t_j), and quadrature weights w_j."""
   if num_knots < 2:
@@ -35,7 +41,7 @@ def _knots_and_weights(num_knots: int, t_max: float) -> tuple[jax.Array, jax.Arr
   return t, phi, trapezoid * phi
 
 
-def epps_pulley(projections: jax.Array, *, num_knots: int = 17, t_max: float = 3.0) -> jax.Array:
+def epps_pulley(projections: jax.Array, *, num_knots: int = NUM_KNOTS, t_max: float = T_MAX) -> jax.Array:
   """Epps–Pulley normality statistic of each column of `projections`.
 
   Args:
@@ -115,8 +121,8 @@ def _epps_pulley_bwd(num_knots, t_max, residuals, g):
 _epps_pulley.defvjp(_epps_pulley_fwd, _epps_pulley_bwd)
 
 
-def epps_pulley_reference(projections: jax.Array, *, num_knots: int = 17,
-                          t_max: float = 3.0) -> jax.Array:
+def epps_pulley_reference(projections: jax.Array, *, num_knots: int = NUM_KNOTS,
+                          t_max: float = T_MAX) -> jax.Array:
   """`epps_pulley` evaluated literally, cos/sin at every knot (for tests)."""
   p = projections.astype(jnp.float32)
   t, phi, weights = _knots_and_weights(num_knots, t_max)
@@ -135,9 +141,9 @@ def sigreg(
     latents: jax.Array,
     key: jax.Array,
     *,
-    num_slices: int = 256,
-    num_knots: int = 17,
-    t_max: float = 3.0,
+    num_slices: int = NUM_SLICES,
+    num_knots: int = NUM_KNOTS,
+    t_max: float = T_MAX,
 ) -> jax.Array:
   """Sliced Epps–Pulley statistic of a batch of codes (scalar, float32).
 

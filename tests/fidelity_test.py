@@ -93,9 +93,9 @@ def test_detail_stack_agreement_is_normalised_by_one_plus_the_plain_weight():
   variables = models.init_variables(model, jax.random.key(0))
   params, stats = variables["params"], variables["batch_stats"]
   x = jax.random.uniform(jax.random.key(1), (8, 16, 16, 3))
-  config = ml_collections.ConfigDict(dict(
+  config = helpers.objective_config(
       name="self_teaching", views=",".join(views.DETAIL_STACK), plain_weight=1.0,
-      sigreg_weight=0.03, sigreg_slices=16))
+      sigreg_weight=0.03, sigreg_slices=16)
   loss, aux = jax.jit(objectives.create_objective(config, model))(params, stats, x,
                                                                   jax.random.key(2))
 
@@ -405,9 +405,9 @@ def test_published_live_judge_backpropagates_through_both_sides_with_sigreg_on_t
   # + λ(SR(E_θ(c(x))) + SR(E_θ(c(x̂)))), every E_θ differentiable.
   model, params, stats, x = small
   key = jax.random.key(5)
-  config = ml_collections.ConfigDict(dict(name="self_teaching", views="crop_resize", judge="live",
-                                          sigreg_on="views", sigreg_weight=0.1, sigreg_slices=16,
-                                          view_args={"crop_resize": {"crop_ratio": 0.5}}))
+  config = helpers.objective_config(name="self_teaching", views="crop_resize", judge="live",
+                                    sigreg_on="views", sigreg_weight=0.1, sigreg_slices=16,
+                                    view_args={"crop_resize": {"crop_ratio": 0.5}})
   objective = objectives.create_objective(config, model)
   k_sigreg, k_views = jax.random.split(key)
   crop = views.get_view("crop_resize", crop_ratio=0.5)
@@ -430,7 +430,7 @@ def test_published_live_judge_backpropagates_through_both_sides_with_sigreg_on_t
 def test_masked_objective_draws_separate_directions_for_its_two_sigreg_terms(small):
   model, params, stats, x = small
   key = jax.random.key(6)
-  config = ml_collections.ConfigDict(dict(name="masked_self_teaching", sigreg_slices=16))
+  config = helpers.objective_config(name="masked_self_teaching", sigreg_slices=16)
   _, aux = objectives.create_objective(config, model)(params, stats, x, key)
   hole = views.get_view("inpaint", mask_ratio=0.35)
   k_mask, _, k_sigreg = jax.random.split(key, 3)
@@ -518,9 +518,8 @@ def test_toy_judge_encodes_move_the_running_statistics_in_call_order(small):
   # the running statistics in turn.
   model, params, stats, x = small
   key = jax.random.key(9)
-  config = ml_collections.ConfigDict(dict(name="self_teaching", views="pixel_mask", judge="live",
-                                          sigreg_on="views", judge_updates_norm=True,
-                                          sigreg_slices=16))
+  config = helpers.objective_config(name="self_teaching", views="pixel_mask", judge="live",
+                                    sigreg_on="views", judge_updates_norm=True, sigreg_slices=16)
   _, aux = objectives.create_objective(config, model)(params, stats, x, key)
   variables = {"params": params, "batch_stats": stats}
 

@@ -12,7 +12,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -288,12 +287,12 @@ def test_sigreg_flatten_takes_whole_channel_major_codes():
       objectives.SigregSpec(num_slices=8)(codes, key)))(codes, jax.random.key(1))
   np.testing.assert_allclose(flat, by_hand, rtol=1e-6)
   assert abs(float(per_position) - float(flat)) > 1e-3
-  config = ml_collections.ConfigDict(dict(sigreg_flatten=True))
+  config = helpers.objective_config(sigreg_flatten=True)
   assert objectives.sigreg_spec(config).flatten
 
 
 def test_validation_names_the_constraints_of_the_first_architecture():
-  cfg = lambda **kw: ml_collections.ConfigDict(dict(
+  cfg = lambda **kw: helpers.model_config(**dict(
       dict(arch="first", hidden=32, latent_channels=16, latent="spatial"), **kw))
   model = models.create_model(cfg(), image_size=28, image_channels=1)
   assert model.arch == "first" and model.latent_shape == (4, 4, 16)

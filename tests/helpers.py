@@ -14,6 +14,18 @@ from leae_jax import sigreg as sigreg_lib
 from leae_jax import views
 
 
+def objective_config(**fields) -> ml_collections.ConfigDict:
+  """The base config's `objective` with `fields` changed (values of any type)."""
+  base = base_config.get_base_config().objective.to_dict()
+  return ml_collections.ConfigDict(base_config.merge(base, fields))
+
+
+def model_config(**fields) -> ml_collections.ConfigDict:
+  """The base config's `model` with `fields` changed."""
+  base = base_config.get_base_config().model.to_dict()
+  return ml_collections.ConfigDict(base_config.merge(base, fields))
+
+
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   """A fast shapes config (tiny model, few steps); `overrides` use dotted keys."""
   c = base_config.get_base_config()

@@ -4,11 +4,12 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from leae_jax import models
+
+import helpers
 
 
 def _shape_only_params(**kw):
@@ -121,7 +122,7 @@ def test_bad_shapes_give_clear_errors():
 
 
 def test_create_model_from_config():
-  config = ml_collections.ConfigDict(dict(hidden=8, latent_channels=4, latent="spatial", dtype="bfloat16"))
+  config = helpers.model_config(hidden=8, latent_channels=4, latent="spatial", dtype="bfloat16")
   model = models.create_model(config, image_size=16, image_channels=1)
   assert model.dtype == jnp.bfloat16 and model.image_channels == 1
   config.dtype = "float16"

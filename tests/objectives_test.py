@@ -5,7 +5,6 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -28,7 +27,7 @@ def setup():
 
 
 def _config(**kw):
-  return ml_collections.ConfigDict(kw)
+  return helpers.objective_config(**kw)
 
 
 def _crop_kwargs():
@@ -145,11 +144,11 @@ def test_running_statistics_move_only_from_the_encoded_inputs(setup, name, maske
                                             plain_weight=1.0, sigreg_slices=16,
                                             masked_updates_norm=masked_updates_norm), model)
   _, aux = obj(params, stats, x, key)
-  _, want = objectives.encode(model, params["encoder"], stats, x, train=True)
+  _, want = models.encode(model, params["encoder"], stats, x, train=True)
   if name == "masked_self_teaching" and masked_updates_norm:
     hole = views.get_view("inpaint", mask_ratio=0.35)
     masked = hole.transform(hole.sample(jax.random.split(key, 3)[0], x.shape), x)
-    _, want = objectives.encode(model, params["encoder"], want, masked, train=True)
+    _, want = models.encode(model, params["encoder"], want, masked, train=True)
   chex.assert_trees_all_close(aux["batch_stats"], want, rtol=1e-6)
   # ...and the batches did move them (so the check is not vacuous).
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), aux["batch_stats"], stats)
@@ -212,17 +211,19 @@ def test_masked_objective_value_and_gradients_match_the_hand_derivation(setup):
 
 def test_baselines_compute_pixel_errors(setup):
   model, params, stats, x = setup
-  mse = objectives.create_objective(_config(name="mse"), model)
+  # sigreg_weight 0, as the `mse` variant sets: a plain autoencoder.
+  mse = objectives.create_objective(_config(name="mse", sigreg_weight=0.0), model)
   loss, aux = mse(params, stats, x, jax.random.key(9))
   np.testing.assert_allclose(loss, jnp.mean((aux["images"]["reconstruction"] - x) ** 2), rtol=1e-6)
   assert mse.judge is None and float(aux["parts"]["sigreg"]) > 0
-  masked = objectives.create_objective(_config(name="masked_mse", mask_ratio=0.35), model)
+  masked = objectives.create_objective(_config(name="masked_mse", mask_ratio=0.35,
+                                               sigreg_weight=0.0), model)
   loss, aux = masked(params, stats, x, jax.random.key(9))
   hole = aux["images"]["hole"]
   err = (aux["images"]["reconstruction"] - x) ** 2
   np.testing.assert_allclose(aux["parts"]["hole_mse"], (err * hole).sum() / (hole.sum() * 3), rtol=1e-5)
   # The masked baseline's encoder saw the masked batch, so its statistics come from it.
-  _, masked_stats = objectives.encode(model, params["encoder"], stats, aux["images"]["masked_input"])
+  _, masked_stats = models.encode(model, params["encoder"], stats, aux["images"]["masked_input"])
   chex.assert_trees_all_close(aux["batch_stats"], masked_stats, rtol=1e-6)
 
 
@@ -286,8 +287,8 @@ def test_eighty_steps_of_self_teaching_reconstruct_without_any_pixel_loss():
 
   @jax.jit
   def pixel_errors(params, stats):
-    recon = objectives.decode(model, params["decoder"],
-                              objectives.encode(model, params["encoder"], stats, x)[0])
+    recon = models.decode(model, params["decoder"],
+                              models.encode(model, params["encoder"], stats, x)[0])
     return jnp.mean((recon[:, None] - x[None]) ** 2, axis=(2, 3, 4))  # [recon i, input j]
 
   before = pixel_errors(params, stats)
