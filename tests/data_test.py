@@ -422,7 +422,7 @@ def test_celeb_a_with_mock_data(tfds):
 def test_cifar10_offline_raises_dataset_unavailable(tfds, tmp_path, monkeypatch):
   del tfds
   # The message with TensorFlow installed (tests/no_tensorflow_test.py: without).
-  monkeypatch.setattr(data.loaders, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.get_source("cifar10", "train", data_dir=tmp_path, download=False)
   message = str(info.value)
@@ -438,7 +438,7 @@ def test_failed_download_is_wrapped(tfds, tmp_path, monkeypatch):
     raise ConnectionError("network is unreachable")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
-  monkeypatch.setattr(data.loaders, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
   with pytest.raises(data.DatasetUnavailableError, match="download failed") as info:
     data.get_source("cifar10", "test", data_dir=tmp_path, download=True)
   assert isinstance(info.value.__cause__, ConnectionError)

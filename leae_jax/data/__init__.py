@@ -1,15 +1,112 @@
-"""The input pipeline, moved to `leae_jax.data.loaders` (was `leae_jax/data.py`) and re-exported.
+"""Input pipeline: grain data loaders over procedural shapes and TFDS image datasets.
 
-A step towards the `data/` package: the next commit splits it into sources,
-transforms and loaders.
+Every dataset is exposed as a grain random-access data source of raw records
+(`get_source`), turned into `{'image': float32 (H, W, C) in [0, 1], 'label': int32}`
+by a short list of grain `Map` transforms (`preprocess_ops`), and batched by a
+checkpointable `grain.DataLoader` (`create_loader`, general use), for
+training by step (`create_train_loader`: step → batch is a pure function of
+the seed and the step, cut by a `BatchSchedule`), and for evaluation by batch
+index (`create_eval_loader`: fixed global batches of real records, padded to
+split evenly over any number of devices and processes). Batches are dicts
+of numpy arrays: `image (B, H, W, C) float32`, `label (B,) int32` (-1 where a
+dataset has no labels).
+
+Datasets:
+  shapes         procedural, one grey circle/ring/square per image, label = shape type.
+  fashion_mnist  TFDS, falling back to the original IDX gzip files (Debian package
+                 `dataset-fashion-mnist`) when TFDS has not prepared it and cannot
+                 download it; 28x28 padded to 32x32 by default.
+  cifar10        TFDS (ArrayRecord), 32x32x3.
+  celeb_a        TFDS (ArrayRecord), the central 128×128 window of the 178×218 aligned
+                 faces (no resizing, as the published runs); unlabelled (label -1).
+
+TFDS datasets must be available in ArrayRecord format (`tfds.data_source` is random
+access); when they are not and cannot be downloaded, `DatasetUnavailableError` says
+how to provide them by hand. TensorFlow Datasets is imported lazily so that `shapes`
+and the IDX fallback work without importing it. Reading a prepared copy does not
+need TensorFlow; only preparing one does (`pip install -e ".[prepare]"`).
+
+Modules: `sources` (the dataset registry, in which each entry knows how to
+open itself, so adding a dataset is one entry; the shapes, IDX and TFDS
+sources; the errors), `transforms` (the grain `Map` transforms and
+`preprocess_ops`) and `loaders` (samplers, `BatchSchedule` and the loaders).
+Everything public is re-exported here: `data.create_train_loader(...)`.
 """
 
-from leae_jax.data import loaders
-from leae_jax.data.loaders import *  # noqa: F401,F403  (the public API, as before)
+from leae_jax.data import sources
+from leae_jax.data.loaders import (
+    EPOCH_ENDS,
+    SOURCE_OPTIONS,
+    BatchSchedule,
+    EvalLoader,
+    GlobalOrderSampler,
+    TrainLoader,
+    create_eval_loader,
+    create_loader,
+    create_train_loader,
+    eval_slots,
+    iterate_once,
+)
+from leae_jax.data.sources import (
+    DEFAULT_IDX_DIR,
+    PREPARE_INSTALL,
+    SHAPE_NAMES,
+    CorruptDataError,
+    DatasetInfo,
+    DatasetUnavailableError,
+    IdxSource,
+    ShapesSource,
+    SourceOptions,
+    dataset_info,
+    get_source,
+    num_examples,
+    read_idx,
+    valid_names,
+)
+from leae_jax.data.transforms import (
+    CenterCropSquare,
+    CenterCropWindow,
+    PadImage,
+    ResizeImage,
+    ToFloatImage,
+    ToImageLabel,
+    preprocess_ops,
+)
 
-__all__ = loaders.__all__
-_REGISTRY = loaders._REGISTRY  # pylint: disable=protected-access
-GlobalOrderSampler = loaders.GlobalOrderSampler
-CenterCropWindow = loaders.CenterCropWindow
-SHAPE_NAMES = loaders.SHAPE_NAMES
-PREPARE_INSTALL = loaders.PREPARE_INSTALL
+#: The registry of `DatasetInfo`s by name (tests register variants of the datasets in it).
+_REGISTRY = sources._REGISTRY  # pylint: disable=protected-access
+
+__all__ = [
+    "DEFAULT_IDX_DIR",
+    "EPOCH_ENDS",
+    "PREPARE_INSTALL",
+    "SHAPE_NAMES",
+    "SOURCE_OPTIONS",
+    "BatchSchedule",
+    "DatasetInfo",
+    "CorruptDataError",
+    "DatasetUnavailableError",
+    "CenterCropSquare",
+    "CenterCropWindow",
+    "PadImage",
+    "ResizeImage",
+    "ShapesSource",
+    "SourceOptions",
+    "ToFloatImage",
+    "ToImageLabel",
+    "TrainLoader",
+    "IdxSource",
+    "EvalLoader",
+    "GlobalOrderSampler",
+    "create_eval_loader",
+    "create_loader",
+    "create_train_loader",
+    "dataset_info",
+    "eval_slots",
+    "get_source",
+    "iterate_once",
+    "num_examples",
+    "preprocess_ops",
+    "read_idx",
+    "valid_names",
+]

@@ -1,740 +1,48 @@
-"""Input pipeline: grain data loaders over procedural shapes and TFDS image datasets.
+"""Batches: samplers, the training schedule and the loaders over the data sources.
 
-Every dataset is exposed as a grain random-access data source of raw records
-(`get_source`), turned into `{'image': float32 (H, W, C) in [0, 1], 'label': int32}`
-by a short list of grain `Map` transforms (`preprocess_ops`), and batched by a
-checkpointable `grain.DataLoader` (`create_loader`, general use), for
-training by step (`create_train_loader`: step → batch is a pure function of
-the seed and the step, cut by a `BatchSchedule`), and for evaluation by batch
-index (`create_eval_loader`: fixed global batches of real records, padded to
-split evenly over any number of devices and processes). Batches are dicts
-of numpy arrays: `image (B, H, W, C) float32`, `label (B,) int32` (-1 where a
-dataset has no labels).
-
-Datasets:
-  shapes         procedural, one grey circle/ring/square per image, label = shape type.
-  fashion_mnist  TFDS, falling back to the original IDX gzip files (Debian package
-                 `dataset-fashion-mnist`) when TFDS has not prepared it and cannot
-                 download it; 28x28 padded to 32x32 by default.
-  cifar10        TFDS (ArrayRecord), 32x32x3.
-  celeb_a        TFDS (ArrayRecord), the central 128×128 window of the 178×218 aligned
-                 faces (no resizing, as the published runs); unlabelled (label -1).
-
-TFDS datasets must be available in ArrayRecord format (`tfds.data_source` is random
-access); when they are not and cannot be downloaded, `DatasetUnavailableError` says
-how to provide them by hand. TensorFlow Datasets is imported lazily so that `shapes`
-and the IDX fallback work without importing it. Reading a prepared copy does not
-need TensorFlow; only preparing one does (`pip install -e ".[prepare]"`).
+`create_loader` (general use: a checkpointable `grain.DataLoader`),
+`create_train_loader` (step → batch a pure function of the seed and the step,
+cut by a `BatchSchedule`) and `create_eval_loader` (fixed global batches of
+real records, padded to split evenly over devices and processes) read a
+split opened by `sources.get_source` and preprocessed by
+`transforms.preprocess_ops`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import glob
-import gzip
-import importlib.util
-import logging
-import math
-import os
-import zlib
 from typing import Any, Iterator, Mapping
 
 import grain
 import numpy as np
 
+from leae_jax.data.sources import SourceOptions, get_source
+from leae_jax.data.transforms import preprocess_ops
+
 __all__ = [
-    "DEFAULT_IDX_DIR",
     "EPOCH_ENDS",
+    "SOURCE_OPTIONS",
     "BatchSchedule",
-    "DatasetInfo",
-    "CorruptDataError",
-    "DatasetUnavailableError",
-    "CenterCropSquare",
-    "PadImage",
-    "ResizeImage",
-    "ShapesSource",
-    "ToFloatImage",
-    "ToImageLabel",
-    "TrainLoader",
-    "IdxSource",
     "EvalLoader",
+    "GlobalOrderSampler",
+    "TrainLoader",
     "create_eval_loader",
     "create_loader",
     "create_train_loader",
-    "dataset_info",
     "eval_slots",
-    "get_source",
     "iterate_once",
-    "num_examples",
-    "preprocess_ops",
-    "read_idx",
-    "valid_names",
 ]
 
-_log = logging.getLogger(__name__)
-
-#: Where the Debian package `dataset-fashion-mnist` installs the original files.
-DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist/"
-
-_SPLITS = ("train", "test")
-
-
-class DatasetUnavailableError(RuntimeError):
-  """A TFDS dataset is not prepared locally and could not be downloaded."""
-
-
-class CorruptDataError(DatasetUnavailableError, ValueError):
-  """A data file exists but cannot be read: truncated, corrupt or of another format."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Static description of a registered dataset.
-
-  Attributes:
-    name: Registry name (also the TFDS name for TFDS-backed datasets).
-    image_size: Default side length of the (square) images the pipeline emits.
-    channels: Number of image channels.
-    num_classes: Number of label classes, or None when there are no labels.
-    has_labels: Whether records carry a class label (otherwise label == -1).
-    train_split: Name of the underlying split used for `split='train'`.
-    test_split: Name of the underlying split used for `split='test'`.
-    num_train: Number of training examples, where known.
-    num_test: Number of test examples, where known.
-    native_size: (height, width) of the stored images; None when generated at any size.
-    tfds_name: TFDS builder name, or None for datasets not served by TFDS.
-    fit: default way to bring stored images to `image_size` (see `preprocess_ops`).
-  """
-
-  name: str
-  image_size: int
-  channels: int
-  num_classes: int | None
-  has_labels: bool
-  train_split: str = "train"
-  test_split: str = "test"
-  num_train: int | None = None
-  num_test: int | None = None
-  native_size: tuple[int, int] | None = None
-  tfds_name: str | None = None
-  fit: str = "auto"
-
-  def split_name(self, split: str) -> str:
-    """Maps 'train'/'test' to the underlying split name."""
-    _check_split(split)
-    return self.train_split if split == "train" else self.test_split
-
-  def split_size(self, split: str) -> int | None:
-    """Number of examples in 'train'/'test', or None if unknown."""
-    _check_split(split)
-    return self.num_train if split == "train" else self.num_test
-
-
-_REGISTRY: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo(
-            name="shapes", image_size=32, channels=1, num_classes=3, has_labels=True,
-            num_train=10_000, num_test=2_000,
-        ),
-        DatasetInfo(
-            name="fashion_mnist", image_size=32, channels=1, num_classes=10, has_labels=True,
-            num_train=60_000, num_test=10_000, native_size=(28, 28), tfds_name="fashion_mnist",
-        ),
-        DatasetInfo(
-            name="cifar10", image_size=32, channels=3, num_classes=10, has_labels=True,
-            num_train=50_000, num_test=10_000, native_size=(32, 32), tfds_name="cifar10",
-        ),
-        DatasetInfo(
-            name="celeb_a", image_size=128, channels=3, num_classes=None, has_labels=False,
-            num_train=162_770, num_test=19_962, native_size=(218, 178), tfds_name="celeb_a",
-            fit="center_crop",
-        ),
-    )
-}
-
-
-def valid_names() -> tuple[str, ...]:
-  """Names of all registered datasets, sorted."""
-  return tuple(sorted(_REGISTRY))
-
-
-def dataset_info(name: str) -> DatasetInfo:
-  """Returns the registry entry for `name`; raises ValueError for unknown names."""
-  try:
-    return _REGISTRY[name]
-  except (KeyError, TypeError):
-    raise ValueError(
-        f"Unknown dataset {name!r}; valid names are: {', '.join(valid_names())}."
-    ) from None
-
-
-def _check_split(split: str) -> None:
-  if split not in _SPLITS:
-    raise ValueError(f"Unknown split {split!r}; valid splits are: {', '.join(_SPLITS)}.")
-
-
-# ---------------------------------------------------------------------------
-# shapes: procedural toy dataset.
-# ---------------------------------------------------------------------------
-
-SHAPE_NAMES = ("circle", "ring", "square")
-
-
-class ShapesSource:
-  """Procedural grayscale shapes, one per image, generated on the fly per index.
-
-  The published toy distribution, on a 28×28 canvas: black, with one filled
-  circle (`d ≤ r`), ring (`|d − r| ≤ 1.5`) or filled square (`|dx|, |dy| ≤ r`)
-  of radius r uniform in 3..8, centre uniform in 5..22 on both axes (so large
-  shapes may be clipped by the border), and one intensity uniform in
-  [0.3, 1.0). Canvases for images of side 28–35 are 28 px and zero-padded
-  (centred) to the requested side, as Fashion-MNIST's are; other sides scale
-  the geometry by side/28. Records are `{'image': float32 (S, S, 1),
-  'label': int32}` with label 0 circle, 1 ring, 2 square.
-
-  Every record depends only on (seed, split, index), so the source is
-  deterministic, picklable and needs no storage. (The published generator
-  drew from one seeded torch stream; the distribution is the same, the
-  individual images are not.)
-  """
-
-  CANVAS = 28
-
-  def __init__(self, split: str, *, image_size: int = 32, num_records: int | None = None, seed: int = 0):
-    _check_split(split)
-    if image_size < 8:
-      raise ValueError(f"shapes needs image_size >= 8, got {image_size}.")
-    if seed < 0:
-      raise ValueError(f"seed must be non-negative, got {seed}.")
-    default = dataset_info("shapes").split_size(split)
-    self.split = split
-    self.image_size = int(image_size)
-    self.num_records = int(default if num_records is None else num_records)
-    if self.num_records <= 0:
-      raise ValueError(f"num_records must be positive, got {self.num_records}.")
-    self.seed = int(seed)
-    padded = self.CANVAS <= image_size < self.CANVAS + 8
-    self.canvas = self.CANVAS if padded else self.image_size
-    scale = self.canvas / self.CANVAS
-    self.min_radius = max(1, round(3 * scale))
-    self.max_radius = max(self.min_radius, round(8 * scale))
-    self.margin = round(5 * scale)  # centres lie in [margin, canvas - 1 - margin]
-    self.ring_half_width = 1.5 * scale
-
-  def __len__(self) -> int:
-    return self.num_records
-
-  def __repr__(self) -> str:
-    # grain validates checkpoints with repr(source), so it must be stable.
-    return (
-        f"ShapesSource(split={self.split!r}, image_size={self.image_size}, "
-        f"num_records={self.num_records}, seed={self.seed})"
-    )
-
-  @functools.cached_property
-  def _grid(self) -> tuple[np.ndarray, np.ndarray]:
-    coords = np.arange(self.canvas, dtype=np.float32)
-    return coords[:, None], coords[None, :]  # (S, 1) rows, (1, S) cols.
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    if not 0 <= index < self.num_records:
-      raise IndexError(f"index {index} out of range for {self!r}.")
-    # SeedSequence-style seeding from (seed, split, index): independent streams per
-    # record, identical on every platform and in every worker process.
-    rng = np.random.default_rng([self.seed, _SPLITS.index(self.split), index])
-    kind = int(rng.integers(len(SHAPE_NAMES)))
-    cx, cy = rng.integers(self.margin, self.canvas - self.margin, size=2)
-    radius = int(rng.integers(self.min_radius, self.max_radius + 1))
-    intensity = np.float32(rng.uniform(0.3, 1.0))
-    rows, cols = self._grid
-    dy, dx = rows - cy, cols - cx
-    if kind == 2:  # Square of side 2 * radius + 1.
-      mask = (np.abs(dy) <= radius) & (np.abs(dx) <= radius)
-    else:
-      dist = np.sqrt(dy * dy + dx * dx)
-      if kind == 0:
-        mask = dist <= radius
-      else:  # Ring: a band of half-width 1.5 px around the radius.
-        mask = np.abs(dist - radius) <= self.ring_half_width
-    image = np.where(mask, intensity, np.float32(0.0)).astype(np.float32)
-    if self.canvas != self.image_size:
-      before = (self.image_size - self.canvas) // 2
-      after = self.image_size - self.canvas - before
-      image = np.pad(image, ((before, after), (before, after)))
-    return {"image": image[:, :, None], "label": np.int32(kind)}
-
-
-# ---------------------------------------------------------------------------
-# IDX files (original MNIST / Fashion-MNIST distribution format).
-# ---------------------------------------------------------------------------
-
-_IDX_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-_IDX_UBYTE = 0x08
-
-
-def read_idx(path: str | os.PathLike, *, ndim: int) -> np.ndarray:
-  """Reads an unsigned-byte IDX file (optionally gzip-compressed) into a uint8 array.
-
-  The IDX header is two zero bytes, a type code (0x08 = ubyte), the number of
-  dimensions, then one big-endian uint32 per dimension; so the magic number of a
-  ubyte file with `ndim` dimensions is 0x00000800 + ndim.
-
-  Args:
-    path: File to read; decompressed with gzip when the name ends in `.gz`.
-    ndim: Expected number of dimensions (3 for images, 1 for labels).
-
-  Returns:
-    The array, shaped as the header says.
-
-  Raises:
-    CorruptDataError (a ValueError): the file cannot be decompressed, has a bad
-      magic number, or its payload size does not match the header.
-  """
-  path = os.fspath(path)
-  opener = gzip.open if path.endswith(".gz") else open
-  try:
-    with opener(path, "rb") as f:
-      raw = f.read()
-  except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-    raise CorruptDataError(f"{path}: cannot be decompressed ({err}); the file is truncated or "
-                           "corrupt: replace it (e.g. reinstall dataset-fashion-mnist).") from err
-  if len(raw) < 4:
-    raise CorruptDataError(f"{path}: too short to be an IDX file ({len(raw)} bytes).")
-  magic = int.from_bytes(raw[:4], "big")
-  expected = (_IDX_UBYTE << 8) | ndim
-  if magic != expected:
-    raise CorruptDataError(
-        f"{path}: bad IDX magic number 0x{magic:08x}, expected 0x{expected:08x} "
-        f"(unsigned bytes, {ndim} dimension(s)); the file is corrupt or not an IDX file."
-    )
-  header_end = 4 + 4 * ndim
-  shape = tuple(int(d) for d in np.frombuffer(raw[4:header_end], dtype=">u4"))
-  payload = np.frombuffer(raw, dtype=np.uint8, offset=min(header_end, len(raw)))
-  if payload.size != math.prod(shape):
-    raise CorruptDataError(
-        f"{path}: IDX header says shape {shape} ({math.prod(shape)} bytes) but the file "
-        f"holds {payload.size} data bytes; the file is truncated or corrupt."
-    )
-  return payload.reshape(shape)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_idx_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
-  # Cached: parsing the 60k training set takes a noticeable fraction of a second.
-  images = read_idx(images_path, ndim=3)
-  labels = read_idx(labels_path, ndim=1)
-  if images.shape[0] != labels.shape[0]:
-    raise CorruptDataError(
-        f"{images_path} has {images.shape[0]} images but {labels_path} has "
-        f"{labels.shape[0]} labels."
-    )
-  images = images[..., None]  # HW -> HWC.
-  images.setflags(write=False)
-  labels = labels.astype(np.int32)
-  labels.setflags(write=False)
-  return images, labels
-
-
-class IdxSource:
-  """Random-access source over an images/labels pair of IDX gzip files.
-
-  Records are `{'image': uint8 (H, W, 1), 'label': int32}`, the same structure
-  TFDS produces for (fashion_)mnist, so both feed the same transforms.
-  """
-
-  def __init__(self, idx_dir: str | os.PathLike, split: str):
-    _check_split(split)
-    self.idx_dir = os.fspath(idx_dir)
-    self.split = split
-    paths = [os.path.join(self.idx_dir, f) for f in _IDX_FILES[split]]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-      raise FileNotFoundError(f"missing IDX file(s): {', '.join(missing)}")
-    self._images, self._labels = _load_idx_split(*paths)
-
-  def __len__(self) -> int:
-    return int(self._labels.shape[0])
-
-  def __repr__(self) -> str:
-    return f"IdxSource(idx_dir={self.idx_dir!r}, split={self.split!r}, num_records={len(self)})"
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    return {"image": self._images[index], "label": self._labels[index]}
-
-
-class _FirstRecords:
-  """The first `num_records` records of another source (quick runs and tests)."""
-
-  def __init__(self, source: Any, num_records: int):
-    if not 0 < num_records <= len(source):
-      raise ValueError(f"num_records must be in [1, {len(source)}], got {num_records}.")
-    self.source = source
-    self.num_records = int(num_records)
-
-  def __len__(self) -> int:
-    return self.num_records
-
-  def __repr__(self) -> str:
-    return f"FirstRecords({self.source!r}, num_records={self.num_records})"
-
-  def __getitem__(self, index: int) -> Any:
-    index = int(index)
-    if not 0 <= index < self.num_records:
-      raise IndexError(f"index {index} out of range for {self!r}.")
-    return self.source[index]
-
-
-# ---------------------------------------------------------------------------
-# TFDS sources.
-# ---------------------------------------------------------------------------
-
-
-def _tfds_data_dir(data_dir: str | os.PathLike | None) -> str:
-  """The directory TFDS reads from (for error messages)."""
-  if data_dir is not None:
-    return os.fspath(data_dir)
-  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
-
-
-def _first_line(err: BaseException) -> str:
-  text = str(err).strip().splitlines()
-  return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-#: What installs TensorFlow, which only preparing (building) a TFDS copy needs.
-PREPARE_INSTALL = 'pip install -e ".[prepare]"'
-
-
-def _tensorflow_installed() -> bool:
-  """Whether TensorFlow is importable, without importing it."""
-  try:
-    return importlib.util.find_spec("tensorflow") is not None
-  except (ImportError, ValueError):
-    return False
-
-
-def _has_prepared_copy(data_dir: str, name: str) -> bool:
-  """Whether `data_dir` holds some prepared version (any config) of TFDS dataset `name`."""
-  pattern = os.path.join(glob.escape(data_dir), glob.escape(name))
-  return any(glob.glob(os.path.join(pattern, *["*"] * depth, "dataset_info.json"))
-             for depth in (1, 2))
-
-
-@contextlib.contextmanager
-def _absl_warnings_silenced() -> Iterator[None]:
-  """absl's logger (TFDS logs through it) at ERROR only, for the duration."""
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
-
-
-def _tfds_source(
-    info: DatasetInfo, split: str, data_dir: str | os.PathLike | None, download: bool
-) -> Any:
-  """`tfds.data_source` for one split; any failure becomes DatasetUnavailableError.
-
-  Reading an ArrayRecord copy needs only `tensorflow_datasets`; building one
-  (download=True on a missing dataset, `tfds build`) also needs TensorFlow, so
-  without it nothing is downloaded and a missing copy names `PREPARE_INSTALL`.
-  """
-  assert info.tfds_name is not None
-  data_dir_str = _tfds_data_dir(data_dir)
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as err:
-    raise DatasetUnavailableError(
-        f"Dataset {info.name!r} needs TensorFlow Datasets: pip install -e . "
-        f"({_first_line(err)})."
-    ) from err
-  has_tensorflow = _tensorflow_installed()
-  try:
-    # TFDS warns about what it does not find (e.g. "Variant folder ... has no
-    # dataset_info.json") on its way to failing; the error below says it all.
-    with _absl_warnings_silenced():
-      return tfds.data_source(
-          info.tfds_name,
-          split=info.split_name(split),
-          data_dir=None if data_dir is None else os.fspath(data_dir),
-          download=download and has_tensorflow,  # a download it cannot prepare is wasted
-      )
-  except Exception as err:  # pylint: disable=broad-except
-    # TFDS reports a missing dataset as e.g. a NotImplementedError about the
-    # TFRECORD format, and offline downloads as assorted network/IO errors; neither
-    # says what to do, so translate them all into one actionable message.
-    name = info.tfds_name
-    if not has_tensorflow and not _has_prepared_copy(data_dir_str, name):
-      raise DatasetUnavailableError(
-          f"preparing {name} needs TensorFlow: {PREPARE_INSTALL} (there is no prepared "
-          f"ArrayRecord copy under data_dir={data_dir_str!r}; one built elsewhere with "
-          f"`tfds build {name} --data_dir=<dir> --file_format=array_record` can be copied "
-          f"from <dir>/{name} to {os.path.join(data_dir_str, name)})."
-      ) from err
-    how = "download was disabled (download=False)" if not download else "the download failed"
-    raise DatasetUnavailableError(
-        f"TFDS dataset {name!r} (split {info.split_name(split)!r}) is not prepared in "
-        f"ArrayRecord format under data_dir={data_dir_str!r} and {how} "
-        f"[{_first_line(err)}]. To provide it manually: on a machine with internet run "
-        f"`tfds build {name} --data_dir=<dir> --file_format=array_record` and copy "
-        f"<dir>/{name} into {data_dir_str}; or place the raw files in the TFDS manual dir "
-        f"{os.path.join(data_dir_str, 'downloads', 'manual')} and call with download=True "
-        f"(or run that `tfds build` here with --manual_dir)."
-    ) from err
-
-
-def get_source(
-    name: str,
-    split: str,
-    *,
-    image_size: int | None = None,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    idx_dir: str | os.PathLike | None = None,
-    num_records: int | None = None,
-    shapes_seed: int = 0,
-) -> Any:
-  """Returns a grain random-access data source of raw records for a split.
-
-  Records are dicts with at least an 'image' (HWC, uint8 or float32) and, for
-  labelled datasets, a 'label'; `preprocess_ops` turns them into model inputs.
-
-  Args:
-    name: Registered dataset name (see `valid_names()`).
-    split: 'train' or 'test'.
-    image_size: Side of generated images (shapes only; defaults to the registry
-      value). Other datasets are resized by `preprocess_ops`.
-    data_dir: TFDS data directory (None: TFDS default, `$TFDS_DATA_DIR` or
-      `~/tensorflow_datasets`).
-    download: Let TFDS download and prepare the dataset when it is missing.
-    idx_dir: fashion_mnist only: directory with the original IDX gzip files used
-      when TFDS cannot provide the dataset (default `DEFAULT_IDX_DIR`).
-    num_records: shapes: number of images to generate (default 10 000 train /
-      2 000 test). Other datasets: use only the first `num_records` records.
-    shapes_seed: shapes only: base seed of the procedural generator.
-
-  Returns:
-    An object with `__len__` and `__getitem__` (a grain RandomAccessDataSource).
-
-  Raises:
-    ValueError: unknown dataset or split.
-    DatasetUnavailableError: a TFDS dataset is not available and cannot be
-      downloaded (for fashion_mnist: neither are the IDX files).
-  """
-  info = dataset_info(name)
-  _check_split(split)
-  if name == "shapes":
-    return ShapesSource(
-        split, image_size=image_size or info.image_size, num_records=num_records, seed=shapes_seed
-    )
-  if name == "fashion_mnist":
-    source = _fashion_mnist_source(info, split, data_dir, download, idx_dir)
-  else:
-    source = _tfds_source(info, split, data_dir, download)
-  if num_records is not None and num_records != len(source):
-    source = _FirstRecords(source, num_records)
-  return source
-
-
-def _fashion_mnist_source(
-    info: DatasetInfo,
-    split: str,
-    data_dir: str | os.PathLike | None,
-    download: bool,
-    idx_dir: str | os.PathLike | None,
-) -> Any:
-  try:
-    return _tfds_source(info, split, data_dir, download)
-  except DatasetUnavailableError as tfds_err:
-    idx_dir = os.fspath(DEFAULT_IDX_DIR if idx_dir is None else idx_dir)
-    try:
-      source = IdxSource(idx_dir, split)
-    except FileNotFoundError as err:
-      raise DatasetUnavailableError(
-          f"fashion_mnist is unavailable: TFDS has no prepared copy under "
-          f"data_dir={_tfds_data_dir(data_dir)!r} and {err}. Either install the original "
-          f"files with `apt-get install dataset-fashion-mnist` (they go to "
-          f"{DEFAULT_IDX_DIR}), pass idx_dir=<directory with "
-          f"{', '.join(_IDX_FILES[split])}>, or prepare it with TFDS: {tfds_err}"
-      ) from err
-    _log.info("TFDS fashion_mnist unavailable; reading IDX files from %s", idx_dir)
-    return source
-
-
-# ---------------------------------------------------------------------------
-# Preprocessing transforms (run inside grain, possibly in worker processes).
-# ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ToImageLabel(grain.transforms.Map):
-  """Keeps only 'image' (as HWC) and 'label' (int32, -1 if absent) of a record.
-
-  Dropping the other TFDS features (ids, attributes, landmarks) keeps batches
-  small and uniformly structured across datasets.
-  """
-
-  def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    image = np.asarray(element["image"])
-    if image.ndim == 2:
-      image = image[:, :, None]
-    if image.ndim != 3:
-      raise ValueError(f"expected an HW or HWC image, got shape {image.shape}.")
-    label = np.int32(element["label"]) if "label" in element else np.int32(-1)
-    return {"image": image, "label": label}
-
-
-@dataclasses.dataclass(frozen=True)
-class CenterCropWindow(grain.transforms.Map):
-  """Cuts the central `size` x `size` window out of the image, without resizing.
-
-  The window's corner is `round((H − size)/2), round((W − size)/2)`, as
-  torchvision's `CenterCrop` (the published CelebA pipeline).
-  """
-
-  size: int
-
-  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = element["image"]
-    h, w = image.shape[:2]
-    if h < self.size or w < self.size:
-      raise ValueError(f"CenterCropWindow({self.size}) needs images of at least that side, "
-                       f"got {h}x{w}.")
-    top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
-    return {**element, "image": image[top : top + self.size, left : left + self.size]}
-
-
-@dataclasses.dataclass(frozen=True)
-class CenterCropSquare(grain.transforms.Map):
-  """Crops the largest centred square out of the image."""
-
-  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = element["image"]
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return {**element, "image": image[top : top + side, left : left + side]}
-
-
-@dataclasses.dataclass(frozen=True)
-class ResizeImage(grain.transforms.Map):
-  """Resizes the image to `size` x `size` with antialiased bilinear filtering (PIL).
-
-  Works on uint8 (before scaling to [0, 1]); bilinear never overshoots, so the
-  value range is preserved.
-  """
-
-  size: int
-
-  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = element["image"]
-    if image.shape[:2] == (self.size, self.size):
-      return element
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-
-    resample = Image.Resampling.BILINEAR
-    if image.dtype == np.uint8:
-      mode_image = image[:, :, 0] if image.shape[2] == 1 else image
-      out = np.asarray(Image.fromarray(mode_image).resize((self.size, self.size), resample))
-      out = out.reshape(self.size, self.size, image.shape[2])
-    else:  # Float images: resize each channel in PIL's 32-bit float mode.
-      channels = [
-          np.asarray(
-              Image.fromarray(np.ascontiguousarray(image[:, :, c], np.float32)).resize(
-                  (self.size, self.size), resample
-              )
-          )
-          for c in range(image.shape[2])
-      ]
-      out = np.stack(channels, axis=-1).astype(np.float32)
-    return {**element, "image": out}
-
-
-@dataclasses.dataclass(frozen=True)
-class PadImage(grain.transforms.Map):
-  """Zero-pads the image, centred, to `size` x `size` (pixel values stay exact)."""
-
-  size: int
-
-  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = element["image"]
-    h, w = image.shape[:2]
-    if h > self.size or w > self.size:
-      raise ValueError(f"cannot pad a {h}x{w} image to {self.size}x{self.size}.")
-    top, left = (self.size - h) // 2, (self.size - w) // 2
-    pad = ((top, self.size - h - top), (left, self.size - w - left), (0, 0))
-    return {**element, "image": np.pad(image, pad)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ToFloatImage(grain.transforms.Map):
-  """uint8 [0, 255] -> float32 [0, 1]; float images are cast to float32 and clipped."""
-
-  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = element["image"]
-    if image.dtype == np.uint8:
-      out = image.astype(np.float32) * np.float32(1.0 / 255.0)
-    else:
-      out = np.clip(image.astype(np.float32), 0.0, 1.0)
-    return {**element, "image": np.ascontiguousarray(out)}
-
-
-_FITS = ("auto", "pad", "resize", "center_crop")
-
-
-def preprocess_ops(
-    name: str, image_size: int | None = None, *, fit: str = "auto"
-) -> list[grain.transforms.Map]:
-  """The grain transforms turning raw records of `name` into model inputs.
-
-  Args:
-    name: Registered dataset name.
-    image_size: Output side (default: the registry value).
-    fit: How to bring stored images to `image_size`: 'pad' (centred zero padding,
-      target must not be smaller), 'resize', 'center_crop' (the central window
-      of that side, no resizing: CelebA's default), or 'auto' (the dataset's
-      own default where it has one, else: non-square images are
-      centre-cropped and resized; square images are padded when the target is at
-      most 1.25x larger (e.g. Fashion-MNIST 28 -> 32, so pixels stay exact and the
-      border is thin) and resized otherwise. Ignored for shapes, which are
-      generated at the requested size.)
-
-  Returns:
-    A list of `grain.transforms.Map` producing `{'image': float32 HWC in [0, 1],
-    'label': int32}`.
-  """
-  info = dataset_info(name)
-  if fit not in _FITS:
-    raise ValueError(f"Unknown fit {fit!r}; valid values are: {', '.join(_FITS)}.")
-  size = int(image_size or info.image_size)
-  if size <= 0:
-    raise ValueError(f"image_size must be positive, got {size}.")
-  ops: list[grain.transforms.Map] = [ToImageLabel()]
-  if fit == "auto" and info.fit != "auto" and (
-      info.native_size is None or size <= min(info.native_size)):
-    fit = info.fit
-  if info.native_size is not None and info.native_size != (size, size):
-    h, w = info.native_size
-    if fit == "center_crop":
-      ops.append(CenterCropWindow(size))
-    elif fit == "pad" or (fit == "auto" and h == w and h < size <= 1.25 * h):
-      ops.append(PadImage(size))
-    else:
-      if h != w:
-        ops.append(CenterCropSquare())
-      ops.append(ResizeImage(size))
-  ops.append(ToFloatImage())
-  return ops
+#: The keyword arguments (`**source_options`) the loaders pass on to `get_source`
+#: with their `image_size` to open the split, unless given an opened `source`.
+SOURCE_OPTIONS = tuple(f.name for f in dataclasses.fields(SourceOptions) if f.name != "image_size")
+
+
+def _check_source_options(caller: str, options: Mapping[str, Any]) -> None:
+  """A keyword that is no source option is an error, as a misspelt keyword argument is."""
+  for key in options:
+    if key not in SOURCE_OPTIONS:
+      raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -834,16 +142,12 @@ def create_loader(
     num_threads: int | None = None,
     prefetch_buffer_size: int | None = None,
     drop_remainder: bool = True,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    idx_dir: str | os.PathLike | None = None,
-    num_records: int | None = None,
     fit: str = "auto",
-    shapes_seed: int = 0,
     global_order: bool = True,
     start_index: int = 0,
     pad: bool = False,
     source: Any | None = None,
+    **source_options: Any,
 ) -> grain.DataLoader:
   """A checkpointable grain DataLoader yielding batches of one process's shard.
 
@@ -879,31 +183,27 @@ def create_loader(
     num_threads: grain read threads (default: grain's ReadOptions default).
     prefetch_buffer_size: Records read ahead (default: grain's default).
     drop_remainder: Drop a final partial batch (only matters for finite epochs).
-    data_dir: TFDS data directory.
-    download: Let TFDS download missing datasets.
-    idx_dir: fashion_mnist IDX fallback directory.
-    num_records: See `get_source`.
     fit: See `preprocess_ops`.
-    shapes_seed: shapes generator seed (see `get_source`).
     global_order: Process-count independent global batches (see above).
     start_index: With `global_order`, the global record position to start at.
     pad: With `global_order`, complete a final partial global batch with
       repeats of the last record (the caller masks them).
     source: The split's data source if already opened by `get_source` (then
-      the source arguments above are not used).
+      `source_options` are not used).
+    **source_options: How to open the split (`SOURCE_OPTIONS`: `data_dir`,
+      `download`, `idx_dir`, `num_records`, `shapes_seed`): passed on to
+      `get_source`, with `image_size`.
 
   Returns:
     A `grain.DataLoader`.
   """
+  _check_source_options("create_loader", source_options)
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
   if worker_count:
     _ensure_absl_flags_parsed()
   if source is None:
-    source = get_source(
-        name, split, image_size=image_size, data_dir=data_dir, download=download,
-        idx_dir=idx_dir, num_records=num_records, shapes_seed=shapes_seed,
-    )
+    source = get_source(name, split, image_size=image_size, **source_options)
   shard_options = _shard_options(shard_index, shard_count)
   if global_order:
     # The loader reads sampler positions shard_index, shard_index + shard_count, ...;
@@ -1075,13 +375,9 @@ def create_eval_loader(
     worker_buffer_size: int = 1,
     num_threads: int = 4,
     prefetch_buffer_size: int = 4,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    idx_dir: str | os.PathLike | None = None,
-    num_records: int | None = None,
     fit: str = "auto",
-    shapes_seed: int = 0,
     source: Any | None = None,
+    **source_options: Any,
 ) -> EvalLoader:
   """One ordered pass over a split in global batches of `batch_size` real records.
 
@@ -1110,18 +406,16 @@ def create_eval_loader(
     worker_buffer_size: Batches each worker prepares ahead.
     num_threads: Batches read and preprocessed in parallel, in this process.
     prefetch_buffer_size: Batches read ahead.
-    data_dir: TFDS data directory.
-    download: Let TFDS download missing datasets.
-    idx_dir: fashion_mnist IDX fallback directory.
-    num_records: See `get_source`.
     fit: See `preprocess_ops`.
-    shapes_seed: shapes generator seed (see `get_source`).
     source: The split's source if already opened by `get_source`.
+    **source_options: How to open the split, unless `source` is given: see
+      `create_loader`.
 
   Returns:
     An `EvalLoader`: batch dicts `image (S/n, H, W, C)`, `label (S/n,)`,
     `valid (S/n,) bool`.
   """
+  _check_source_options("create_eval_loader", source_options)
   options = _shard_options(shard_index, shard_count)
   index, count = options.shard_index, options.shard_count
   multiple = count if multiple is None else int(multiple)
@@ -1132,9 +426,7 @@ def create_eval_loader(
   if worker_count:
     _ensure_absl_flags_parsed()
   if source is None:
-    source = get_source(name, split, image_size=image_size, data_dir=data_dir,
-                        download=download, idx_dir=idx_dir, num_records=num_records,
-                        shapes_seed=shapes_seed)
+    source = get_source(name, split, image_size=image_size, **source_options)
   slots = eval_slots(batch_size, multiple)
   num_batches = -(-len(source) // batch_size)
   if max_batches >= 0:
@@ -1315,13 +607,9 @@ def create_train_loader(
     worker_buffer_size: int = 1,
     num_threads: int = 4,
     prefetch_buffer_size: int = 8,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    idx_dir: str | os.PathLike | None = None,
-    num_records: int | None = None,
     fit: str = "auto",
-    shapes_seed: int = 0,
     source: Any | None = None,
+    **source_options: Any,
 ) -> TrainLoader:
   """The training input: this shard's rows of the global batch of every step.
 
@@ -1355,17 +643,15 @@ def create_train_loader(
     worker_buffer_size: Batches each worker prepares ahead.
     num_threads: Batches read and preprocessed in parallel, in this process.
     prefetch_buffer_size: Batches read ahead.
-    data_dir: TFDS data directory.
-    download: Let TFDS download missing datasets.
-    idx_dir: fashion_mnist IDX fallback directory.
-    num_records: See `get_source`.
     fit: See `preprocess_ops`.
-    shapes_seed: shapes generator seed (see `get_source`).
     source: The training split's source if already opened by `get_source`.
+    **source_options: How to open the split, unless `source` is given: see
+      `create_loader`.
 
   Returns:
     A `TrainLoader` (iterable of batch dicts, with its `schedule`).
   """
+  _check_source_options("create_train_loader", source_options)
   options = _shard_options(shard_index, shard_count)
   index, count = options.shard_index, options.shard_count
   multiple = count if multiple is None else int(multiple)
@@ -1377,9 +663,7 @@ def create_train_loader(
   if worker_count:
     _ensure_absl_flags_parsed()
   if source is None:
-    source = get_source(name, "train", image_size=image_size, data_dir=data_dir,
-                        download=download, idx_dir=idx_dir, num_records=num_records,
-                        shapes_seed=shapes_seed)
+    source = get_source(name, "train", image_size=image_size, **source_options)
   schedule = BatchSchedule(len(source), int(batch_size), epoch_end, multiple)
   step_batch = _StepBatch(source, preprocess_ops(name, image_size, fit=fit), schedule,
                           _Order(len(source), shuffle, seed), index, count)
@@ -1390,8 +674,3 @@ def create_train_loader(
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
   return TrainLoader(dataset, schedule, start_step)
-
-
-def num_examples(name: str, split: str, **source_kwargs: Any) -> int:
-  """Number of records in a split (opens the source; see `get_source` for kwargs)."""
-  return len(get_source(name, split, **source_kwargs))
