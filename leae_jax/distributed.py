@@ -8,15 +8,19 @@ Three ways in:
   coordinator and the process ids itself (`jax.distributed.initialize()`);
 * none: a single process (the default when no cluster is detected).
 
-Must run before anything touches a JAX device.
+Must run before anything touches a JAX device. `StopRequest` turns a
+preemption notice (SIGTERM) into a stop at the same step on every process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 
 MODES = ("auto", "on", "off")
 
@@ -70,3 +74,40 @@ def initialize(mode: str = "auto", *, coordinator_address: str | None = None,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
   return True
+
+
+class StopRequest:
+  """Turns SIGTERM (preemption notice) into a stop between steps.
+
+  One process: a SIGTERM handler sets a flag. Several processes: all must stop
+  at the same step to save one checkpoint together, so the decision comes
+  from JAX's preemption sync point (the distributed runtime's own SIGTERM
+  notifier, agreed between processes), and no handler is installed here.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    self._multihost = jax.process_count() > 1
+
+  def __enter__(self):
+    if not self._multihost and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if self._multihost:
+      try:
+        self.requested = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # the runtime was started without a preemption notifier
+        self._multihost = False
+    return self.requested
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False

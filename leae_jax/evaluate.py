@@ -23,7 +23,6 @@ from typing import Any, Sequence
 
 from absl import flags
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -31,15 +30,12 @@ from leae_jax import base_config
 from leae_jax import checkpoints
 from leae_jax import cli
 from leae_jax import data
-from leae_jax import metrics as metrics_lib
-from leae_jax import models
+from leae_jax import evaluation
 from leae_jax import objectives
 from leae_jax import outputs
 from leae_jax import probe as probe_lib
-from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
 
-SIGREG_CHUNK = 256
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -62,60 +58,6 @@ def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: trai
   if restored is None:
     raise FileNotFoundError(f"No checkpoint to evaluate in {ckpt.directory}.")
   return restored.state  # already in the trainer's state shardings
-
-
-def encode_split(trainer: train.Trainer, state: train.TrainState, split: str,
-                 max_examples: int = -1) -> tuple[np.ndarray, np.ndarray]:
-  """Eval-mode codes and labels of (the first `max_examples` of) a split, in order.
-
-  Batches as `Trainer.evaluate`'s (`data.create_eval_loader`: `eval_batch_size`
-  real records, padded to split over the devices and processes); the padding
-  is dropped, so the result is the same on any number of devices.
-  """
-  c = trainer.config
-  batch_size = int(c.eval_batch_size)
-  max_batches = -1 if max_examples < 0 else max(1, -(-max_examples // batch_size))
-  loader = data.create_eval_loader(
-      c.dataset, split, batch_size=batch_size, multiple=trainer.data_shards,
-      max_batches=max_batches, image_size=c.image_size, data_dir=c.data_dir,
-      download=c.download, idx_dir=c.idx_dir)
-  encode = jax.jit(lambda s, x: models.encode(trainer.model, s.params["encoder"], s.batch_stats,
-                                                  x, train=False)[0])
-  codes, labels = [], []
-  for batch in loader:
-    z = encode(state, trainer.global_batch(batch["image"]))
-    z, lab, keep = jax.device_get(_allgather(
-        (z, trainer.global_batch(batch["label"]), trainer.global_batch(batch["valid"]))))
-    keep = np.asarray(keep, bool)  # drop the padding slots
-    codes.append(np.asarray(z)[keep])
-    labels.append(np.asarray(lab)[keep])
-  codes, labels = np.concatenate(codes), np.concatenate(labels)
-  return (codes[:max_examples], labels[:max_examples]) if max_examples >= 0 else (codes, labels)
-
-
-def _allgather(tree: Any) -> Any:
-  """Global arrays on every process (identity with one process)."""
-  from jax.experimental import multihost_utils
-
-  return multihost_utils.process_allgather(tree, tiled=True) if jax.process_count() > 1 else tree
-
-
-def latent_health(codes: np.ndarray, *, seed: int = 0) -> tuple[dict[str, float], np.ndarray]:
-  """SIGReg, effective rank and per-dimension std of codes; also the eigenvalues."""
-  flat = jnp.asarray(codes.reshape(len(codes), -1), jnp.float32)
-  eig = metrics_lib.covariance_eigenvalues(flat)
-  std = jnp.std(flat, axis=0)
-  key = jax.random.key(seed)
-  chunks = [codes[i:i + SIGREG_CHUNK] for i in range(0, len(codes) - SIGREG_CHUNK + 1, SIGREG_CHUNK)]
-  chunks = chunks or [codes]
-  sig = float(np.mean([sigreg_lib.sigreg(jnp.asarray(ch), key) for ch in chunks]))
-  return {
-      "latent_sigreg": sig,
-      "latent_effective_rank": float(metrics_lib.effective_rank(eig)),
-      "latent_dim": int(flat.shape[1]),
-      "latent_std_min": float(jnp.min(std)),
-      "latent_std_median": float(jnp.median(std)),
-  }, np.asarray(eig)
 
 
 def pca_picture(images: np.ndarray, codes: np.ndarray, fit_codes: np.ndarray) -> np.ndarray:
@@ -173,11 +115,11 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
                                  objective=config.objective.name,
                                  judge=(config.objective.judge
                                         if objectives.spec(config.objective.name).judged else None))
-  health, eig = latent_health(result.codes, seed=config.seed)
+  health, eig = evaluation.latent_health(result.codes, seed=config.seed)
   results.update(health)
   info = data.dataset_info(config.dataset)
   if probe and info.has_labels and info.num_classes:
-    train_codes, train_labels = encode_split(trainer, state, "train", probe_train_examples)
+    train_codes, train_labels = evaluation.encode_split(trainer, state, "train", probe_train_examples)
     p = probe_lib.linear_probe(train_codes, train_labels, result.codes, result.labels, info.num_classes)
     results.update(probe_accuracy=p["accuracy"], probe_train_accuracy=p["train_accuracy"],
                    probe_train_examples=int(len(train_codes)))

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from absl import logging
 import flax
@@ -22,12 +20,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from leae_jax import base_config
 from leae_jax import checkpoints
+from leae_jax import console
 from leae_jax import data
-from leae_jax import metrics as metrics_lib
+from leae_jax import distributed
+from leae_jax import evaluation
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
@@ -152,56 +151,6 @@ def train_step(
   return new_state, step_metrics
 
 
-def eval_step(
-    state: TrainState,
-    images: jax.Array,
-    key: jax.Array,
-    *,
-    model: models.Autoencoder,
-    objective: objectives.Objective,
-    mask: views.View | None,
-    num_real: int | None = None,
-) -> dict[str, jax.Array]:
-  """Objective parts on a test batch plus per-image reconstruction metrics.
-
-  `images` holds the `S` slots of an evaluation global batch
-  (`data.create_eval_loader`); its first `num_real` (`R`, static; default
-  all) are the batch's real images when the batch is full, the rest padding
-  that lets the batch split evenly over the devices. The objective parts
-  depend on batch statistics (batch norm, SIGReg), so they are computed on
-  exactly `images[:R]`, the batch a one-device evaluation sees (XLA's
-  partitioner handles the uneven split of that slice); the masks of the
-  masked metrics are drawn for those `R` images too, so that each image gets
-  the hole it gets on one device. Reconstructions use the running
-  normalisation statistics (inference mode), so per-image numbers do not
-  depend on the rest of the batch: they are returned for every slot, and the
-  caller weights the padding 0.
-  """
-  n = images.shape[0]
-  r = n if num_real is None else min(int(num_real), n)
-  real = images if r == n else images[:r]
-  _, aux = objective(state.params, state.batch_stats, real, key, state.ema_params)
-  out = {f"parts/{k}": v for k, v in aux["parts"].items()}
-  codes, _ = models.encode(model, state.params["encoder"], state.batch_stats, images, train=False)
-  recon = models.decode(model, state.params["decoder"], codes)
-  out.update(mse=metrics_lib.per_image_mse(recon, images),
-             psnr=metrics_lib.per_image_psnr(recon, images),
-             ssim=metrics_lib.per_image_ssim(recon, images),
-             codes=codes, images=images, reconstruction=recon)
-  if mask is not None:
-    mask_params = mask.sample(key, real.shape)
-    if r < n:  # the padding slots get copies of the last real image's mask
-      mask_params = jax.tree_util.tree_map(
-          lambda m: jnp.pad(m, [(0, n - r)] + [(0, 0)] * (m.ndim - 1), mode="edge"), mask_params)
-    masked = mask.transform(mask_params, images)
-    codes_m, _ = models.encode(model, state.params["encoder"], state.batch_stats, masked, train=False)
-    recon_m = models.decode(model, state.params["decoder"], codes_m)
-    out.update(masked_psnr=metrics_lib.per_image_psnr(recon_m, images),
-               hole_psnr=metrics_lib.per_image_psnr(recon_m, images, mask_params["hole"]),
-               masked_input=masked, masked_reconstruction=recon_m)
-  return out
-
-
 class Trainer:
   """Holds the pieces of a run: model, objective, optimizer, mesh and jitted steps.
 
@@ -246,7 +195,7 @@ class Trainer:
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=(0,))
     self.eval_step = jax.jit(
-        functools.partial(eval_step, model=self.model, objective=self.objective, mask=self.mask,
+        functools.partial(evaluation.eval_step, model=self.model, objective=self.objective, mask=self.mask,
                           num_real=int(config.eval_batch_size)),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
@@ -272,83 +221,9 @@ class Trainer:
         worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
 
   def evaluate(self, state: TrainState, *, max_batches: int = -1,
-               collect_codes: bool = False) -> "EvalResult":
-    """Metrics over the test split (or its first `max_batches` batches).
-
-    Works on any number of devices and processes with the numbers of one
-    device: global batch `b` is test records `[b·R, (b+1)·R)` (`R =
-    eval_batch_size`), padded at its end to a multiple of `data_shards` so
-    that it splits evenly (`data.create_eval_loader`). Per-image metrics
-    (MSE, PSNR, SSIM, masked and hole PSNR) count every test image once,
-    padding weighted 0. Objective parts depend on batch statistics, so they
-    are computed on the `R` real images only (`eval_step`) and counted on
-    full batches only (all `R` present). The key of batch `i` is
-    `fold_in(eval_key, i)`. With `collect_codes`, the eval-mode codes and
-    labels of every counted image are returned too (for probes and latent
-    statistics). The image grid shows real images only.
-    """
-    c = self.config
-    num_real = int(c.eval_batch_size)
-    loader = data.create_eval_loader(
-        c.dataset, "test", batch_size=num_real, multiple=self.data_shards, max_batches=max_batches,
-        image_size=c.image_size, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
-    eval_key = jax.random.key(c.seed + 1)
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    shown = None
-    codes, labels = [], []
-    for i, batch in enumerate(loader):
-      out = self.eval_step(state, self.global_batch(batch["image"]), jax.random.fold_in(eval_key, i))
-      if not collect_codes:
-        out.pop("codes")
-      if shown is not None:  # the grid's images come from the first batch only
-        for k in GRID_ROWS:
-          out.pop(k, None)
-      out["labels"] = self.global_batch(batch["label"])
-      out["valid"] = self.global_batch(batch["valid"])
-      out = jax.device_get(multihost_utils.process_allgather(out, tiled=True)
-                           if jax.process_count() > 1 else out)
-      # Padding slots (the end of every global batch) weigh 0.
-      weights = np.asarray(out["valid"], bool)
-      for k, v in out.items():
-        if k.startswith("parts/"):
-          if weights[:num_real].sum() == num_real:  # batch-statistics dependent: full batches only
-            sums[k] = sums.get(k, 0.0) + float(v)
-            counts[k] = counts.get(k, 0.0) + 1
-        elif k in PER_IMAGE_METRICS:
-          sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * weights))
-          counts[k] = counts.get(k, 0.0) + float(weights.sum())
-      if collect_codes:
-        codes.append(np.asarray(out["codes"])[weights])
-        labels.append(np.asarray(out["labels"])[weights])
-      if shown is None:
-        shown = {k: np.asarray(v)[weights][: c.num_grid_images]
-                 for k, v in out.items() if k in GRID_ROWS}
-    if not counts:
-      raise ValueError(f"The {c.dataset} test split produced no evaluation batch.")
-    results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}
-    results["num_images"] = counts.get("psnr", 0.0)
-    return EvalResult(results, shown or {},
-                      np.concatenate(codes) if codes else None,
-                      np.concatenate(labels) if labels else None)
-
-
-PER_IMAGE_METRICS = ("mse", "psnr", "ssim", "masked_psnr", "hole_psnr")
-GRID_ROWS = ("images", "reconstruction", "masked_input", "masked_reconstruction")
-
-
-class EvalResult(NamedTuple):
-  """What `Trainer.evaluate` returns."""
-
-  metrics: dict[str, float]
-  images: dict[str, np.ndarray]  # the first images of the first batch, by grid row
-  codes: np.ndarray | None  # (num_images, *code_shape) eval-mode codes, if collected
-  labels: np.ndarray | None
-
-
-def grid_rows(shown: dict[str, np.ndarray]) -> list[np.ndarray]:
-  """Image batches in grid order: input | reconstruction | masked input | masked reconstruction."""
-  return [shown[k] for k in GRID_ROWS if k in shown]
+               collect_codes: bool = False) -> evaluation.EvalResult:
+    """`evaluation.evaluate` of this run's pieces (see there)."""
+    return evaluation.evaluate(self, state, max_batches=max_batches, collect_codes=collect_codes)
 
 
 def _check_finite(host: list[dict[str, Any]], first_step: int) -> None:
@@ -366,58 +241,10 @@ def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str,
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
-class _StopRequest:
-  """Turns SIGTERM (preemption notice) into a stop between steps.
-
-  One process: a SIGTERM handler sets a flag. Several processes: all must stop
-  at the same step to save one checkpoint together, so the decision comes
-  from JAX's preemption sync point (the distributed runtime's own SIGTERM
-  notifier, agreed between processes), and no handler is installed here.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._multihost = jax.process_count() > 1
-
-  def __enter__(self):
-    if not self._multihost and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if self._multihost:
-      try:
-        self.requested = multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:  # the runtime was started without a preemption notifier
-        self._multihost = False
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-    return False
-
-
 #: Errors a user can fix (bad data, a diverged run, a config that does not fit
 #: its checkpoint, a full disk): the command line prints their message alone.
 USER_ERRORS = (data.DatasetUnavailableError, NonFiniteLossError,
                checkpoints.IncompatibleCheckpointError, outputs.WriteError)
-
-
-def describe(config: ml_collections.ConfigDict) -> str:
-  """What a config trains, in a few words (the console's header)."""
-  o = config.objective
-  if not objectives.spec(o.name).judged:  # a pixel baseline: its name says it
-    what = o.name
-  else:
-    views_ = o.views or "no transformation"
-    what = f"{o.name} ({views_}, {o.judge} judge, SIGReg {o.sigreg_weight:g})"
-  return f"{config.dataset} {config.image_size}px · {what}"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -473,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              f"{'s' if jax.device_count() > 1 else ''}"
              + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
              + (f" (mesh data {mesh['data']} × fsdp {mesh['fsdp']})" if mesh["fsdp"] > 1 else ""))
-  header = (f"{name + ' · ' if name else ''}{describe(config)} · {n_params:,} params · "
+  header = (f"{name + ' · ' if name else ''}{console.describe(config)} · {n_params:,} params · "
             f"{devices} · {num_steps} steps of {config.batch_size} · workdir {workdir}{resuming}")
   logging.info("%s", header)
 
@@ -486,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_iter = iter(loader)
   if is_main:
     print(header, flush=True)
-  progress = Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
+  progress = console.Progress(num_steps, start_step, enabled=is_main, bar=config.progress_bar)
   buffer: list[dict[str, jax.Array]] = []
   last_time, images_seen = time.perf_counter(), 0  # images since the last log (batches vary)
   started = time.perf_counter()
@@ -498,10 +325,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results, shown, _, _ = trainer.evaluate(state, max_batches=config.eval_batches)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if shown:
-      grid = writer.write_image(step, "eval/grid", outputs.image_grid(grid_rows(shown)))
+      grid = writer.write_image(step, "eval/grid", outputs.image_grid(evaluation.grid_rows(shown)))
       if grid:
         grids.append(grid)
-    progress.write(f"eval @ {step}: {format_eval(results)}")
+    progress.write(f"eval @ {step}: {console.format_eval(results)}")
     return results
 
   def save(step: int, force: bool = False) -> None:
@@ -515,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   failed = True
   try:
-    with _StopRequest() as stop:
+    with distributed.StopRequest() as stop:
       if restored is None and ckpt.should_save(start_step):
         save(start_step)
       for step in range(start_step, num_steps):
@@ -576,61 +403,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.exception("Could not close the TensorBoard writer.")
   final_step = int(jax.device_get(state.step))
   if is_main:
-    print(closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
+    print(console.closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
                           grids[-1] if grids else None, preempted), flush=True)
   return dict(eval_results, step=final_step, preempted=preempted)
-
-
-def format_eval(results: dict[str, float]) -> str:
-  """The headline evaluation numbers, for people (metrics.jsonl has them all)."""
-  shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("hole_psnr", "hole PSNR {:.2f} dB"),
-           ("mse", "MSE {:.5f}"), ("loss", "loss {:.4g}")]
-  return " · ".join(fmt.format(results[k]) for k, fmt in shown if k in results)
-
-
-def closing_summary(workdir: str, step: int, seconds: float, eval_results: dict[str, float],
-                    grid: str | None, preempted: bool) -> str:
-  """The console's last line: where the run stands and where its results are."""
-  minutes, secs = divmod(int(round(seconds)), 60)
-  state = ("stopped by SIGTERM" if preempted else "done") + f" at step {step} in {minutes}m{secs:02d}s"
-  numbers = f" · {format_eval(eval_results)}" if eval_results else ""
-  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/", "logs/"]
-  if grid:
-    files.insert(1, os.path.basename(grid))
-  return f"{state}{numbers} · results in {workdir}: {', '.join(files)}"
-
-
-class Progress:
-  """Console progress: a tqdm bar updated at log steps, or log lines without one."""
-
-  _KEYS = ("epoch", "loss", "latent_agreement", "sigreg", "pixel_mse", "images_per_s")
-
-  def __init__(self, total: int, initial: int, *, enabled: bool, bar: bool):
-    self.enabled = enabled
-    self._bar = None
-    if enabled and bar:
-      import tqdm
-
-      self._bar = tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-  def update(self, step: int, summary: dict[str, float]) -> None:
-    if self._bar is None:
-      if self.enabled:
-        logging.info("step %d: %s", step, {k: round(v, 5) for k, v in summary.items()})
-      return
-    self._bar.update(step - self._bar.n)
-    self._bar.set_postfix({k.replace("latent_agreement", "agree").replace("images_per_s", "img/s"):
-                           f"{summary[k]:.4g}" for k in self._KEYS if k in summary})
-
-  def write(self, message: str) -> None:
-    """A line on stdout (above the bar when there is one)."""
-    if not self.enabled:
-      return
-    if self._bar is not None:
-      self._bar.write(message)
-    else:
-      print(message, flush=True)
-
-  def close(self) -> None:
-    if self._bar is not None:
-      self._bar.close()

@@ -22,7 +22,7 @@ jax.config.update("jax_threefry_partitionable", False)
 
 from leae_jax import base_config  # pylint: disable=g-import-not-at-top
 from leae_jax import data
-from leae_jax import evaluate
+from leae_jax import evaluation
 from leae_jax import train
 
 import helpers
@@ -51,8 +51,8 @@ def main():
     trainer = train.Trainer(config, devices=jax.devices()[:count])
     placed = jax.device_put(host_state, trainer.state_sharding)
     metrics, shown, codes, labels = trainer.evaluate(placed, collect_codes=True)
-    split_codes, split_labels = evaluate.encode_split(trainer, placed, "test")
-    first_codes, _ = evaluate.encode_split(trainer, placed, "test", max_examples=12)
+    split_codes, split_labels = evaluation.encode_split(trainer, placed, "test")
+    first_codes, _ = evaluation.encode_split(trainer, placed, "test", max_examples=12)
     out[count] = {"metrics": metrics, "slots": data.eval_slots(EVAL_BATCH_SIZE, trainer.data_shards),
                   "codes": np.asarray(codes, np.float64).tolist(), "labels": labels.tolist(),
                   "split_codes": np.asarray(split_codes, np.float64).tolist(),

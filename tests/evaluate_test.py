@@ -10,6 +10,7 @@ import pytest
 
 from leae_jax import data
 from leae_jax import evaluate
+from leae_jax import evaluation
 from leae_jax import metrics
 from leae_jax import probe
 from leae_jax import sigreg as sigreg_lib
@@ -137,8 +138,8 @@ def test_pca_picture_puts_codes_beside_inputs():
 
 def test_latent_health_flags_collapse():
   rng = np.random.default_rng(0)
-  healthy, _ = evaluate.latent_health(rng.normal(size=(512, 16)).astype(np.float32))
-  collapsed, _ = evaluate.latent_health((rng.normal(size=(512, 1)) * np.ones(16)).astype(np.float32))
+  healthy, _ = evaluation.latent_health(rng.normal(size=(512, 16)).astype(np.float32))
+  collapsed, _ = evaluation.latent_health((rng.normal(size=(512, 1)) * np.ones(16)).astype(np.float32))
   assert healthy["latent_effective_rank"] > 14 and collapsed["latent_effective_rank"] < 1.1
   assert collapsed["latent_sigreg"] > 10 * healthy["latent_sigreg"]
 
