@@ -18,8 +18,6 @@ def get_config(arg=None):
   c.dataset = "celeb_a"
   c.image_size = 128
   c.model.hidden = 128
-  c.model.latent_channels = 32  # 16×16×32 code: 6× compression
-  c.objective.views = "crop_resize"
   c.objective.view_args.crop_resize.crop_ratio = (0.15, 0.15)  # fixed r = 0.15
   c.num_workers = 8
   c.eval_every_steps = 5000

@@ -16,7 +16,6 @@ def get_config(arg=None):
   c.dataset = "fashion_mnist"
   c.model.hidden = 32
   c.model.latent_channels = 16
-  c.objective.views = "crop_resize"
   c.objective.view_args.crop_resize.crop_ratio = (0.3, 0.3)  # fixed r = 0.3
   c.learning_rate = 1e-3
   c.num_epochs = 10

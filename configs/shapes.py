@@ -30,7 +30,6 @@ def _residual_arch(c):
 
 def get_config(arg=None):
   c = base_config.get_base_config()
-  c.dataset = "shapes"
   c.image_size = 28
   c.model.arch = "first"
   c.model.hidden = 32

@@ -8,7 +8,9 @@ checked before any compilation, so bad input fails in one line.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from typing import Any
 
 import jax
@@ -274,10 +276,72 @@ VARIANTS = {
 
 def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
                    extra: dict | None = None) -> ml_collections.ConfigDict:
-  """Applies comma-separated variant names from `arg` (`extra` adds config-specific ones)."""
+  """Applies comma-separated variant names from `arg` (`extra` adds config-specific ones).
+
+  Named arguments (`name=value`) are not variants: configs that take some
+  read them with `parse_arg` first and pass only the rest here.
+  """
   table = dict(VARIANTS, **(extra or {}))
   for name in [a.strip() for a in (arg or "").split(",") if a.strip()]:
     if name not in table:
       raise ValueError(f"Unknown config variant {name!r}; valid variants: {', '.join(sorted(table))}.")
     table[name](config)
   return config
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> tuple[dict[str, Any], str]:
+  """Splits a config argument into named values and variant names.
+
+  `'latent=512,mse'` with `defaults={'latent': 128}` gives `({'latent': 512},
+  'mse')`: each `name=value` must name a default (its value is converted to
+  the default's type); everything else is a variant for `apply_variants`.
+  """
+  named, variants = dict(defaults), []
+  for token in [t.strip() for t in (arg or "").split(",") if t.strip()]:
+    key, eq, value = token.partition("=")
+    if not eq:
+      if token.isdigit() and defaults:
+        raise ValueError(f"Config argument {token!r}: name it, e.g. "
+                         f"{next(iter(defaults))}={token}; valid names: {', '.join(defaults)}.")
+      variants.append(token)
+      continue
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {', '.join(defaults) or 'none'}.")
+    kind = type(defaults[key])
+    try:
+      named[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    except ValueError as err:
+      raise ValueError(f"Config argument {key}={value!r} is not a valid {kind.__name__}.") from err
+  return named, ",".join(variants)
+
+
+#: The repository's config files (`configs/<name>.py`).
+CONFIG_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           os.pardir, "configs"))
+
+
+def config_names() -> list[str]:
+  """The config files of the repository, by name (`cifar`, `shapes`, ...)."""
+  if not os.path.isdir(CONFIG_DIR):
+    return []
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and f != "__init__.py")
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """A config by name or path, with its argument: `load('cifar:mse')`,
+  `load('configs/celeba_masked.py:latent=512')`; unresolved.
+
+  Loads the file as `--config=` does (its `get_config(arg)`), so notebooks,
+  experiments and tests get exactly what the command line gets. Raises
+  ValueError naming the valid configs when there is no such file.
+  """
+  path, _, arg = spec.partition(":")
+  if not path.endswith(".py"):
+    path = os.path.join(CONFIG_DIR, f"{path}.py")
+  if not os.path.isfile(path):
+    raise ValueError(f"No config file {path!r}; the configs are {', '.join(config_names())}.")
+  module_spec = importlib.util.spec_from_file_location(
+      f"leae_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

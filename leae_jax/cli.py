@@ -20,7 +20,6 @@ absl's flags bring them back (`--alsologtostderr`, `--stderrthreshold=info`).
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import io
 import logging as std_logging
 import os
@@ -114,23 +113,18 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
       folder = "configs"
-    available = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+    available = (sorted(f for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py")
+                 if os.path.isdir(folder) else [])
     valid = (f"; the configs in {folder}/ are {', '.join(available)}" if available
              else " (give the path of a config file, e.g. configs/shapes.py)")
     raise UserError(f"--config={spec}: no such file {path!r}{valid}.")
-  module_spec = importlib.util.spec_from_file_location("_leae_config_check", path)
-  module = importlib.util.module_from_spec(module_spec)
+  from leae_jax import base_config  # pylint: disable=g-import-not-at-top  (JAX: only when needed)
+
   try:
-    module_spec.loader.exec_module(module)
+    return base_config.load(spec)
   except Exception as err:  # pylint: disable=broad-except  (a user's file: report, don't crash)
-    raise UserError(f"--config={spec}: {path} does not load: {type(err).__name__}: "
+    raise UserError(f"--config={spec}: {type(err).__name__ + ': ' if not isinstance(err, ValueError) else ''}"
                     f"{first_line(err)}") from err
-  if not hasattr(module, "get_config"):
-    raise UserError(f"--config={spec}: {path} has no get_config() function.")
-  try:
-    return module.get_config(arg) if arg else module.get_config()
-  except Exception as err:  # pylint: disable=broad-except
-    raise UserError(f"--config={spec}: {first_line(err)}") from err
 
 
 def field_names(config: Any, prefix: str = "") -> list[str]:

@@ -4,6 +4,7 @@ CIFAR-10 and CelebA are download-only, so they run on `tfds.testing.mock_data`
 with a tiny model width; the reference shapes and widths are checked too.
 """
 
+import ast
 import os
 
 import numpy as np
@@ -44,9 +45,9 @@ def _shrink(config, image_size=None):
     ("shapes", "residual_arch", 144_929),
     ("cifar", None, 580_291),
     ("celeba", None, 2_126_083),
-    ("celeba_masked", "128", 11_153_155),
-    ("celeba_masked", "512", 36_320_131),
-    ("celeba_masked", "512,mse", 36_320_131),
+    ("celeba_masked", None, 11_153_155),
+    ("celeba_masked", "latent=512", 36_320_131),
+    ("celeba_masked", "latent=512,masked_mse", 36_320_131),
 ])
 def test_published_configs_build_the_reference_models(name, arg, params):
   config = base_config.resolve(helpers.load_config(name, arg))
@@ -65,11 +66,16 @@ def test_variants_change_what_they_say():
   assert helpers.load_config("cifar", "plain").objective.views == ""
   assert helpers.load_config("cifar", "mse").objective.name == "mse"
   assert helpers.load_config("cifar", "mse").objective.sigreg_weight == 0.0  # a plain autoencoder
-  assert helpers.load_config("celeba_masked", "128,mse").objective.sigreg_weight == 0.0
-  assert helpers.load_config("celeba_masked", "512,mse").objective.name == "masked_mse"
-  assert helpers.load_config("celeba_masked", "512").model.latent_channels == 512
+  assert helpers.load_config("celeba_masked", "masked_mse").objective.sigreg_weight == 0.0
+  assert helpers.load_config("celeba_masked", "latent=512,masked_mse").objective.name == "masked_mse"
+  assert helpers.load_config("celeba_masked", "latent=512").model.latent_channels == 512
   with pytest.raises(ValueError, match="valid variants: .*pixel_mask"):
     helpers.load_config("cifar", "rotation")
+  # Named arguments are named: a bare number says how to write it.
+  with pytest.raises(ValueError, match="name it, e.g. latent=512; valid names: latent"):
+    helpers.load_config("celeba_masked", "512")
+  with pytest.raises(ValueError, match="Unknown config argument 'width'; valid: latent"):
+    helpers.load_config("celeba_masked", "width=3")
 
 
 def test_cifar_config_trains_two_steps_on_mock_data(tmp_path):
@@ -102,7 +108,7 @@ def test_cifar_variants_resolve_and_their_train_step_lowers(variant):
   assert all(m.shape == () for m in jax.tree_util.tree_leaves(metrics))
 
 
-@pytest.mark.parametrize("name,arg", [("celeba", None), ("celeba_masked", "128"), ("celeba_masked", "512,mse")])
+@pytest.mark.parametrize("name,arg", [("celeba", None), ("celeba_masked", None), ("celeba_masked", "latent=512,masked_mse")])
 def test_celeba_configs_train_two_steps_on_mock_data(name, arg, tmp_path):
   import tensorflow_datasets as tfds
   config = _shrink(helpers.load_config(name, arg), image_size=32)
@@ -111,3 +117,32 @@ def test_celeba_configs_train_two_steps_on_mock_data(name, arg, tmp_path):
   assert result["step"] == 2 and np.isfinite(result["loss"])
   if config.objective.name.startswith("masked"):
     assert np.isfinite(result["hole_psnr"])
+
+
+@pytest.mark.parametrize("name", base_config.config_names())
+def test_configs_state_only_what_differs_from_the_base(name):
+  # Every literal assignment in get_config changes a base default: a config
+  # that restates one hides which settings are the experiment's own.
+  tree = ast.parse(open(os.path.join(base_config.CONFIG_DIR, f"{name}.py")).read())
+  get_config = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_config")
+  base = base_config.get_base_config()
+  checked = 0
+  for node in ast.walk(get_config):
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+      continue
+    path, target = [], node.targets[0]
+    while isinstance(target, ast.Attribute):
+      path.insert(0, target.attr)
+      target = target.value
+    if not (isinstance(target, ast.Name) and target.id == "c" and path):
+      continue
+    try:
+      value = ast.literal_eval(node.value)
+    except ValueError:  # computed from an argument
+      continue
+    default = base
+    for key in path:
+      default = default[key]
+    assert value != default, f"configs/{name}.py:{node.lineno} restates {'.'.join(path)}={value!r}"
+    checked += 1
+  assert checked

@@ -1,7 +1,6 @@
 """Shared test helpers: tiny configs, small Fashion-MNIST IDX files, hand-derived objectives."""
 
 import gzip
-import importlib.util
 import os
 
 import jax
@@ -50,15 +49,10 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
-
 
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`configs/<name>.py`'s `get_config(arg)` (no argument when `arg` is None), unresolved."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  return base_config.load(name if arg is None else f"{name}:{arg}")
 
 
 def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:

@@ -144,15 +144,9 @@ def rung_config(rung: Rung, *, seed: int, steps: int, batch_size: int = 128, hid
                 latent_channels: int = 16, idx_dir: str | None = None, data_dir: str | None = None,
                 sigreg_slices: int = 256, eval_batch_size: int = 500):
   """configs/fashion_mnist.py with the rung's variant, seed and budget."""
-  from importlib import util
+  from leae_jax import base_config
 
-  path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs", "fashion_mnist.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: run the ladder from a checkout of the repository.")
-  spec = util.spec_from_file_location("fashion_mnist_config", path)
-  module = util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(rung.variant)
+  c = base_config.load(f"fashion_mnist:{rung.variant}")
   c.seed = seed
   c.num_train_steps = steps
   c.batch_size = batch_size
