@@ -19,7 +19,6 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from leae_jax import base_config
 from leae_jax import checkpoints
 from leae_jax import models
 from leae_jax import train
@@ -31,7 +30,7 @@ flags.DEFINE_integer("repeats", 5, "Number of saves to time.")
 
 def main(argv):
   del argv
-  config = base_config.resolve(FLAGS.config)
+  config = train.resolve(FLAGS.config)
   trainer = train.Trainer(config)
   state = trainer.init_state()
   rng = np.random.default_rng(0)

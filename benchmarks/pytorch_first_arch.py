@@ -204,12 +204,12 @@ def run_check(batch_size: int) -> int:
   sys.path.insert(0, repo)  # for `configs`
   import jax
   from configs import shapes
-  from leae_jax import base_config, data, models, objectives
+  from leae_jax import data, models, objectives, train
   from leae_jax import sigreg as sigreg_lib
 
   config = shapes.get_config()
   config.batch_size = config.eval_batch_size = batch_size
-  config = base_config.resolve(config)
+  config = train.resolve(config)
   m = config.model
   model = models.create_model(m, image_size=config.image_size, image_channels=config.image_channels)
   variables = models.init_variables(model, jax.random.key(0))

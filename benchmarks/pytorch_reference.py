@@ -464,13 +464,13 @@ def run_check(args) -> int:
   import jax
   import jax.numpy as jnp
   from configs import cifar
-  from leae_jax import base_config, models, objectives, train
+  from leae_jax import models, objectives, train
   from leae_jax import sigreg as sigreg_lib
 
   config = cifar.get_config()
   config.batch_size = CHECK_BATCH
   config.eval_batch_size = CHECK_BATCH
-  config = base_config.resolve(config)
+  config = train.resolve(config)
   o, m = config.objective, config.model
   expected = dict(
       name=(o.name, "self_teaching"), views=(o.views, "crop_resize"), judge=(o.judge, "step_frozen"),

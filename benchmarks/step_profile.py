@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from leae_jax import base_config
 from leae_jax import models
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
@@ -50,7 +49,7 @@ def timed(fn, *args) -> float:
 
 def main(argv):
   del argv
-  config = base_config.resolve(FLAGS.config)
+  config = train.resolve(FLAGS.config)
   trainer = train.Trainer(config)
   model = trainer.model
   state = trainer.init_state()

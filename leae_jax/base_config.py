@@ -1,26 +1,20 @@
 """Defaults shared by every config in `configs/`, and validation of a config.
 
 Config files start from `get_base_config()` and change what their experiment
-needs (big_vision style: `get_config(arg)` selects a variant). `resolve`
-fills the fields derived from the dataset and checks everything that can be
-checked before any compilation, so bad input fails in one line.
+needs (big_vision style: `get_config(arg)` selects a variant). Nothing here
+builds a model or opens a dataset: `train.resolve` fills the fields derived
+from the dataset and the devices, and each piece checks its own fields where
+it is built.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from leae_jax import data
-from leae_jax import models
-from leae_jax import objectives
-from leae_jax import sharding
 from leae_jax import sigreg
 from leae_jax import views
 
@@ -80,7 +74,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       sigreg_knots=sigreg.NUM_KNOTS,
       sigreg_t_max=sigreg.T_MAX,
       judge="step_frozen",
-      ema_decay=objectives.EMA_DECAY,
+      ema_decay=0.999,  # the EMA judge's decay (judge='ema')
       mask_ratio=0.35,  # inpainting hole of the masked objectives, in training
       eval_mask_ratio=0.35,  # ... and in evaluation (hole PSNR)
       masked_updates_norm=True,  # masked branch also moves the running statistics (published)
@@ -90,7 +84,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Device mesh (sharding.py): the batch is split over data x fsdp devices;
   # params and optimizer state are split over fsdp (tensors >= fsdp_min_size).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1,
-                                          fsdp_min_size=sharding.FSDP_MIN_SIZE))
+                                          fsdp_min_size=2**14))  # smaller tensors stay replicated
 
   c.log_every_steps = 100
   c.eval_every_steps = 1000  # <= 0: no evaluation during training
@@ -124,45 +118,6 @@ def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(merge(get_base_config().to_dict(), saved))
 
 
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Returns a copy with derived fields filled in; raises ValueError on bad input.
-
-  Fills `image_size` (dataset default when -1), `image_channels` and
-  `num_train_steps` (from `num_epochs` when -1: `num_epochs · ⌈N/B⌉` with
-  `epoch_end='partial'`, one step less an epoch where the smaller batch is
-  trimmed away on many devices, `⌊num_epochs·N/B⌋` with 'continue'), then
-  builds the model and the objective once so that unknown names and
-  impossible shapes fail here with a one-line message rather than deep
-  inside XLA.
-  """
-  config = ml_collections.ConfigDict(config.to_dict())
-  check_scalars(config)
-  info = data.dataset_info(config.dataset)
-  if config.image_size in (-1, None):
-    config.image_size = info.image_size
-  config.image_channels = info.channels
-  epoch_end = config.epoch_end
-  if epoch_end not in data.EPOCH_ENDS:
-    raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
-  model = models.create_model(config.model, image_size=config.image_size,
-                              image_channels=config.image_channels)
-  check_traces(model, objectives.create_objective(config.objective, model), config)
-  # The mesh spans every device of every process (after jax.distributed.initialize).
-  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count())
-  # Training batches must split evenly; evaluation batches need not (they are
-  # padded per device, see data.create_eval_loader), so any eval_batch_size works.
-  sharding.check_batch_size("batch_size", config.batch_size, mesh_shape, jax.process_count())
-  train_size = info.split_size("train")
-  if train_size is not None:  # raises if 'partial' epochs would hold no batch at all
-    schedule = data.BatchSchedule(train_size, config.batch_size, epoch_end,
-                                  data_shards(mesh_shape, jax.process_count()))
-  if config.num_train_steps in (-1, None):
-    if train_size is None:
-      raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
-    config.num_train_steps = schedule.num_steps(config.num_epochs)
-  return config
-
-
 # (field, test, what is valid) for the scalar fields no builder checks; the
 # model, views, objective, mesh and data check their own fields when built.
 _SCALAR_CHECKS = (
@@ -186,31 +141,6 @@ _SCALAR_CHECKS = (
 )
 
 
-def check_traces(model: models.Autoencoder, objective: objectives.Objective,
-                 config: ml_collections.ConfigDict) -> None:
-  """Traces initialisation and the loss on a 2-image batch (shapes only, nothing compiles).
-
-  Every shape the model and views need is checked here, in about a second, so
-  that e.g. a width the skips cannot split fails in one line at start-up.
-  """
-  shape = (2, config.image_size, config.image_size, config.image_channels)
-
-  def loss(key, images):
-    variables = models.init_variables(model, key)
-    ema = objectives.init_ema(variables["params"]) if objective.uses_ema else None
-    return objective(variables["params"], variables["batch_stats"], images, key, ema)
-
-  try:
-    jax.eval_shape(loss, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
-  except (ValueError, TypeError) as err:
-    m = config.model
-    raise ValueError(
-        f"model.arch={m.arch!r} with model.hidden={m.hidden}, model.latent_channels="
-        f"{m.latent_channels} on {config.image_size}px images does not fit objective "
-        f"{config.objective.name!r} (views {config.objective.views!r}): "
-        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
-
-
 def check_scalars(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first scalar field whose value cannot work, and what can."""
   for field, ok, valid in _SCALAR_CHECKS:
@@ -223,14 +153,6 @@ def check_scalars(config: ml_collections.ConfigDict) -> None:
 
 #: Learning-rate schedules (`train.create_schedule`).
 LR_SCHEDULES = ("constant", "warmup_cosine")
-
-
-def data_shards(mesh_shape: tuple[int, int], num_processes: int) -> int:
-  """How many parts every batch is split into: one per device (and per process).
-
-  A 'partial' epoch's smaller last batch is trimmed to a multiple of this.
-  """
-  return math.lcm(int(mesh_shape[0]) * int(mesh_shape[1]), int(num_processes))
 
 
 # Ablation-ladder variants shared by the image configs; combine with commas,

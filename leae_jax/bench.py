@@ -34,7 +34,6 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from leae_jax import base_config
 from leae_jax import cli
 from leae_jax import data
 from leae_jax import models
@@ -183,7 +182,7 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
 def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: int = 20,
         measure_pipeline: bool = True) -> dict[str, Any]:
   """Resolves `config` and returns every benchmark field (see the module docstring)."""
-  config = base_config.resolve(config)
+  config = train.resolve(config)
   result: dict[str, Any] = {
       "dataset": config.dataset, "batch_size": int(config.batch_size),
       "image_size": int(config.image_size), "dtype": str(config.model.dtype),
@@ -208,7 +207,7 @@ def main(argv):
       raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be a positive "
                           "integer.")
   try:  # every check that needs no compilation
-    config = base_config.resolve(FLAGS.config)
+    config = train.resolve(FLAGS.config)
   except ValueError as err:
     raise cli.UserError(err) from err
   print(json.dumps(run(config, steps=FLAGS.steps, input_batches=FLAGS.input_batches,

@@ -44,7 +44,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} the --workdir of a training run?")
   with open(path) as f:
-    return base_config.resolve(base_config.from_saved(json.load(f)))
+    return train.resolve(base_config.from_saved(json.load(f)))
 
 
 def restore_state(workdir: str, config: ml_collections.ConfigDict, trainer: train.Trainer,

@@ -12,7 +12,6 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from leae_jax import base_config
 from leae_jax import cli
 from leae_jax import distributed
 from leae_jax import train
@@ -43,10 +42,10 @@ def main(argv):
   cli.log_to_workdir(FLAGS.workdir, "leae" if jax.process_count() == 1
                      else f"leae_process{jax.process_index()}")
   try:  # every check that needs no compilation: bad names, values and shapes
-    config = base_config.resolve(FLAGS.config)
+    trainer = train.Trainer(train.resolve(FLAGS.config))
   except ValueError as err:
     raise cli.UserError(err) from err
-  train.train_and_evaluate(config, FLAGS.workdir, name=cli.flag_value("config"))
+  train.train_and_evaluate(None, FLAGS.workdir, trainer=trainer, name=cli.flag_value("config"))
 
 
 if __name__ == "__main__":

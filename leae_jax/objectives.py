@@ -46,8 +46,6 @@ PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
 JUDGES = ("step_frozen", "live", "live_stop_target", "ema")
-#: The EMA judge's decay (judge='ema'; `objective.ema_decay` in the base config).
-EMA_DECAY = 0.999
 
 
 # ---------------------------------------------------------------------------
@@ -331,7 +329,7 @@ class Objective:
   name: str
   fn: LossFn
   judge: str | None = None
-  ema_decay: float = EMA_DECAY
+  ema_decay: float | None = None
   eval_mask_ratio: float | None = None
 
   @property
@@ -479,7 +477,7 @@ def create_objective(config: ml_collections.ConfigDict, model: models.Autoencode
   Bad values raise ValueError naming the field.
   """
   entry = spec(config.name)
-  judge, ema_decay = None, EMA_DECAY
+  judge = ema_decay = None
   if entry.judged:
     judge, ema_decay = config.judge, float(config.ema_decay)
     if judge not in JUDGES:

@@ -24,8 +24,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 PyTree = Any
 AXES = ("data", "fsdp")
 BATCH_AXES = AXES  # the batch dimension is split over every device
-# Tensors smaller than this stay replicated under fsdp (config.mesh.fsdp_min_size).
-FSDP_MIN_SIZE = 2**14
 
 
 def mesh_shape(config: ml_collections.ConfigDict | None, num_devices: int) -> tuple[int, int]:
@@ -89,8 +87,7 @@ def fsdp_spec(shape: Sequence[int], fsdp: int, min_size: int) -> P:
   return P(*spec)
 
 
-def state_sharding(abstract_state: PyTree, mesh: Mesh,
-                   min_size: int = FSDP_MIN_SIZE) -> PyTree:
+def state_sharding(abstract_state: PyTree, mesh: Mesh, min_size: int) -> PyTree:
   """NamedShardings for every leaf of a (shape-only) state pytree.
 
   The same rule is applied to parameters and to optimizer moments of the same

@@ -9,6 +9,7 @@ would have.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from typing import Any
@@ -36,6 +37,50 @@ from leae_jax import views
 PyTree = Any
 
 
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Returns a copy with derived fields filled in; raises ValueError on bad input.
+
+  Fills `image_size` (dataset default when -1), `image_channels` and
+  `num_train_steps` (from `num_epochs` when -1: `num_epochs · ⌈N/B⌉` with
+  `epoch_end='partial'`, one step less an epoch where the smaller batch is
+  trimmed away on many devices, `⌊num_epochs·N/B⌋` with 'continue'), after
+  checking the scalar fields. Resolve once, at the entry point; the model,
+  the objective and the mesh are checked where `Trainer` builds them.
+  Resolving a resolved config changes nothing.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  base_config.check_scalars(config)
+  info = data.dataset_info(config.dataset)
+  if config.image_size in (-1, None):
+    config.image_size = info.image_size
+  config.image_channels = info.channels
+  epoch_end = config.epoch_end
+  if epoch_end not in data.EPOCH_ENDS:
+    raise ValueError(f"Unknown epoch_end {epoch_end!r}; valid: {', '.join(data.EPOCH_ENDS)}.")
+  # The mesh spans every device of every process (after jax.distributed.initialize).
+  mesh_shape = sharding.mesh_shape(config.mesh, jax.device_count())
+  # Training batches must split evenly; evaluation batches need not (they are
+  # padded per device, see data.create_eval_loader), so any eval_batch_size works.
+  sharding.check_batch_size("batch_size", config.batch_size, mesh_shape, jax.process_count())
+  train_size = info.split_size("train")
+  if train_size is not None:  # raises if 'partial' epochs would hold no batch at all
+    schedule = data.BatchSchedule(train_size, config.batch_size, epoch_end,
+                                  data_shards(mesh_shape, jax.process_count()))
+  if config.num_train_steps in (-1, None):
+    if train_size is None:
+      raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
+    config.num_train_steps = schedule.num_steps(config.num_epochs)
+  return config
+
+
+def data_shards(mesh_shape: tuple[int, int], num_processes: int) -> int:
+  """How many parts every batch is split into: one per device (and per process).
+
+  A 'partial' epoch's smaller last batch is trimmed to a multiple of this.
+  """
+  return math.lcm(int(mesh_shape[0]) * int(mesh_shape[1]), int(num_processes))
+
+
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite."""
 
@@ -52,7 +97,7 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data of the run's base key
 
 
-LR_SCHEDULES = base_config.LR_SCHEDULES
+LR_SCHEDULES = base_config.LR_SCHEDULES  # checked by base_config.check_scalars
 
 
 def create_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -151,6 +196,31 @@ def train_step(
   return new_state, step_metrics
 
 
+def check_traces(model: models.Autoencoder, objective: objectives.Objective,
+                 config: ml_collections.ConfigDict) -> None:
+  """Traces initialisation and the loss on a 2-image batch (shapes only, nothing compiles).
+
+  Every shape the model and views need is checked here, in about a second, so
+  that e.g. a width the skips cannot split fails in one line at start-up.
+  """
+  shape = (2, config.image_size, config.image_size, config.image_channels)
+
+  def loss(key, images):
+    variables = models.init_variables(model, key)
+    ema = objectives.init_ema(variables["params"]) if objective.uses_ema else None
+    return objective(variables["params"], variables["batch_stats"], images, key, ema)
+
+  try:
+    jax.eval_shape(loss, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+  except (ValueError, TypeError) as err:
+    m = config.model
+    raise ValueError(
+        f"model.arch={m.arch!r} with model.hidden={m.hidden}, model.latent_channels="
+        f"{m.latent_channels} on {config.image_size}px images does not fit objective "
+        f"{config.objective.name!r} (views {config.objective.views!r}): "
+        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+
+
 class Trainer:
   """Holds the pieces of a run: model, objective, optimizer, mesh and jitted steps.
 
@@ -181,8 +251,10 @@ class Trainer:
     sharding.check_batch("batch_size", int(config.batch_size), self.mesh)
     # A 'partial' epoch's smaller last batch is trimmed to a multiple of this,
     # and evaluation batches are padded to a multiple of it.
-    self.data_shards = base_config.data_shards((self.mesh.shape["data"], self.mesh.shape["fsdp"]),
-                                               jax.process_count())
+    self.data_shards = data_shards((self.mesh.shape["data"], self.mesh.shape["fsdp"]),
+                                   jax.process_count())
+    # Every shape the model and views need, checked before anything compiles.
+    check_traces(self.model, self.objective, config)
     create = functools.partial(create_train_state, config, self.model, self.objective,
                                self.optimizer)
     min_size = int(mesh_config.fsdp_min_size)
@@ -247,8 +319,8 @@ USER_ERRORS = (data.DatasetUnavailableError, NonFiniteLossError,
                checkpoints.IncompatibleCheckpointError, outputs.WriteError)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       name: str = "") -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
+                       trainer: Trainer | None = None, name: str = "") -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics.
 
   Resumes automatically from the newest loadable checkpoint in `workdir`.
@@ -257,11 +329,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpoint of the bad state is written; a failed write raises
   `outputs.WriteError` and leaves the earlier checkpoints intact.
 
+  `config` is resolved here unless it already is (`resolve`); or pass
+  `trainer`, a `Trainer` already built from the resolved config (the command
+  line builds it first, so that every check runs before anything compiles),
+  and `config=None`.
+
   The console gets a header (`name`, the config's gist, parameters, devices,
   workdir), the progress bar, a line per evaluation and a closing summary;
   the full resolved config and library logs go to the workdir.
   """
-  config = base_config.resolve(config)
+  if trainer is None:
+    if "image_channels" not in config:  # not resolved yet (library use; the CLI resolves)
+      config = resolve(config)
+    trainer = Trainer(config)
+  config = trainer.config
   # A missing or corrupt dataset fails now, before anything compiles.
   for split in ("train", "test"):
     data.get_source(config.dataset, split, image_size=config.image_size, data_dir=config.data_dir,
@@ -273,7 +354,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
-  trainer = Trainer(config)
   logging.info("Process %d of %d loads %d images of every global batch of %d; mesh %s.",
                jax.process_index(), jax.process_count(), config.batch_size // jax.process_count(),
                config.batch_size, dict(trainer.mesh.shape))

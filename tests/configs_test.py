@@ -50,7 +50,7 @@ def _shrink(config, image_size=None):
     ("celeba_masked", "latent=512,masked_mse", 36_320_131),
 ])
 def test_published_configs_build_the_reference_models(name, arg, params):
-  config = base_config.resolve(helpers.load_config(name, arg))
+  config = train.resolve(helpers.load_config(name, arg))
   for field in ("dataset", "batch_size", "num_train_steps", "learning_rate", "seed", "objective",
                 "model", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
     assert field in config, field
@@ -97,7 +97,7 @@ def test_cifar_variants_resolve_and_their_train_step_lowers(variant):
   # pinned elsewhere (objectives_test, train_test, fidelity_test); compiling
   # and running ten near-identical tiny steps here would only cost minutes.
   import jax
-  config = base_config.resolve(_shrink(helpers.load_config("cifar", variant)))
+  config = train.resolve(_shrink(helpers.load_config("cifar", variant)))
   trainer = train.Trainer(config)
   state = jax.eval_shape(trainer.init_state)
   batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 3), np.float32,

@@ -61,7 +61,7 @@ def test_partial_epochs_are_8_8_4_each_a_new_permutation_of_every_record():
 def test_steps_from_num_epochs_follow_the_mode(monkeypatch):
   monkeypatch.setitem(data._REGISTRY, "shapes",  # pylint: disable=protected-access
                       dataclasses.replace(data.dataset_info("shapes"), num_train=N))
-  steps = lambda **kw: base_config.resolve(helpers.tiny_config(
+  steps = lambda **kw: train.resolve(helpers.tiny_config(
       num_train_steps=-1, num_epochs=3, **kw)).num_train_steps
   assert base_config.get_base_config().epoch_end == "partial"  # the published default
   assert steps() == 9  # epochs · ⌈N/B⌉

@@ -20,7 +20,6 @@ import numpy as np
 
 jax.config.update("jax_threefry_partitionable", False)
 
-from leae_jax import base_config  # pylint: disable=g-import-not-at-top
 from leae_jax import data
 from leae_jax import evaluation
 from leae_jax import train
@@ -36,7 +35,7 @@ data._REGISTRY["shapes"] = dataclasses.replace(  # pylint: disable=protected-acc
 
 def main():
   assert jax.device_count() == 8, jax.device_count()
-  config = base_config.resolve(helpers.tiny_config(**{
+  config = train.resolve(helpers.tiny_config(**{
       "objective.name": "masked_self_teaching", "batch_size": 24,
       "eval_batch_size": EVAL_BATCH_SIZE, "eval_batches": -1, "num_grid_images": 12}))
   reference = train.Trainer(config, devices=jax.devices()[:1])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from leae_jax import base_config
+from leae_jax import train
 from leae_jax import checkpoints
 from leae_jax import evaluate
 from leae_jax import metrics
@@ -309,10 +309,10 @@ def test_validation_names_the_constraints_of_the_first_architecture():
 
 
 def test_shapes_config_is_the_toy_run_and_residual_arch_the_later_model():
-  toy = base_config.resolve(helpers.load_config("shapes"))
+  toy = train.resolve(helpers.load_config("shapes"))
   assert (toy.model.arch, toy.image_size, toy.image_channels) == ("first", 28, 1)
   assert toy.objective.sigreg_flatten
-  later = base_config.resolve(helpers.load_config("shapes", "residual_arch"))
+  later = train.resolve(helpers.load_config("shapes", "residual_arch"))
   assert (later.model.arch, later.image_size, later.objective.sigreg_flatten) == ("residual", 32, False)
   counts = []
   for c in (toy, later):

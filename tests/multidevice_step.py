@@ -18,7 +18,6 @@ import optax
 
 jax.config.update("jax_threefry_partitionable", False)
 
-from leae_jax import base_config  # pylint: disable=g-import-not-at-top
 from leae_jax import train
 
 import helpers
@@ -38,7 +37,7 @@ def _specs(tree) -> dict[str, str]:
 
 
 def run(mesh: dict, overrides: dict, devices=None):
-  config = base_config.resolve(helpers.tiny_config(**{
+  config = train.resolve(helpers.tiny_config(**{
       "batch_size": 16, "eval_batch_size": 16, "objective.views": "crop_resize",
       "mesh.fsdp_min_size": 0, **overrides, **{f"mesh.{k}": v for k, v in mesh.items()}}))
   assert config.lr_schedule == "constant" and config.learning_rate > 0

@@ -76,14 +76,14 @@ def test_train_evaluate_and_bench_input_without_tensorflow(tmp_path):
         config = helpers.tiny_config(dataset=name, num_train_steps=2, eval_every_steps=2,
                                       data_dir=empty_tfds)
         workdir = os.path.join(tmp, name)
-        final = train.train_and_evaluate(base_config.resolve(config), workdir)
+        final = train.train_and_evaluate(train.resolve(config), workdir)
         assert math.isfinite(final["psnr"]), final
         result = evaluate.evaluate_workdir(workdir, max_batches=1, probe=False, figures=False)
         assert result["step"] == 2 and math.isfinite(result["psnr"]), result
         print(name, "ok")
 
       # The benchmark's input measurement falls back to TFDS mock records.
-      config = base_config.resolve(helpers.tiny_config(
+      config = train.resolve(helpers.tiny_config(
           dataset="cifar10", data_dir=empty_tfds, num_workers=0))
       result = bench.measure_input(config, batches=1, warmup=1)
       assert result["input_source"] == "tfds_mock", result

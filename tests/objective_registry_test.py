@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from leae_jax import base_config
 from leae_jax import checkpoints
 from leae_jax import evaluate
 from leae_jax import models
@@ -52,7 +51,7 @@ def test_a_registered_objective_trains_checkpoints_and_evaluates(l1_objective, t
   assert result["step"] == 4
   spec = objectives.spec(l1_objective)
   assert spec.masked and not spec.judged and spec.reads == ("mask_ratio", "eval_mask_ratio")
-  assert checkpoints.structure_fingerprint(base_config.resolve(config))["ema_judge"] is False
+  assert checkpoints.structure_fingerprint(train.resolve(config))["ema_judge"] is False
   records = [json.loads(l) for l in open(os.path.join(tmp_path, "metrics.jsonl"))]
   assert [r["step"] for r in records if "train/pixel_l1" in r] == [2, 4]
   metrics = evaluate.evaluate_workdir(str(tmp_path), 4, probe=False, figures=False)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from leae_jax import base_config
 from leae_jax import distributed
 from leae_jax import sharding
 from leae_jax import train
@@ -51,7 +50,7 @@ def test_batch_size_checks_name_the_shards():
 
 
 def test_trainer_state_and_batch_shardings_on_one_device():
-  trainer = train.Trainer(base_config.resolve(helpers.tiny_config()))
+  trainer = train.Trainer(train.resolve(helpers.tiny_config()))
   state = trainer.init_state()
   assert trainer.mesh.axis_names == ("data", "fsdp")
   leaf = jax.tree_util.tree_leaves(state.params)[0]

@@ -17,7 +17,6 @@ import jax
 
 jax.config.update("jax_threefry_partitionable", False)
 
-from leae_jax import base_config  # pylint: disable=g-import-not-at-top
 from leae_jax import data
 from leae_jax import train
 
@@ -28,7 +27,7 @@ data._REGISTRY["shapes"] = dataclasses.replace(  # pylint: disable=protected-acc
 
 
 def _config(batch_size: int):
-  return base_config.resolve(helpers.tiny_config(
+  return train.resolve(helpers.tiny_config(
       batch_size=batch_size, eval_batch_size=batch_size, num_train_steps=-1, num_epochs=2))
 
 

@@ -24,7 +24,7 @@ import helpers
 
 
 def _tiny_shapes_config(**overrides):
-  return base_config.resolve(helpers.tiny_config(**{
+  return train.resolve(helpers.tiny_config(**{
       "objective.views": "pixel_mask", "eval_batches": 2, "num_train_steps": 4, "log_every_steps": 2,
       "eval_every_steps": 4, **overrides}))
 
