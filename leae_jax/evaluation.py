@@ -105,7 +105,7 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   num_real = int(c.eval_batch_size)
   loader = data.create_eval_loader(
       c.dataset, "test", batch_size=num_real, multiple=trainer.data_shards, max_batches=max_batches,
-      image_size=c.image_size, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+      **data.config_options(c))
   eval_key = jax.random.key(c.seed + 1)
   sums: dict[str, float] = {}
   counts: dict[str, float] = {}
@@ -178,8 +178,7 @@ def encode_split(trainer: Any, state: Any, split: str,
   max_batches = -1 if max_examples < 0 else max(1, -(-max_examples // batch_size))
   loader = data.create_eval_loader(
       c.dataset, split, batch_size=batch_size, multiple=trainer.data_shards,
-      max_batches=max_batches, image_size=c.image_size, data_dir=c.data_dir,
-      download=c.download, idx_dir=c.idx_dir)
+      max_batches=max_batches, **data.config_options(c))
   encode = jax.jit(lambda s, x: models.encode(trainer.model, s.params["encoder"], s.batch_stats,
                                                   x, train=False)[0])
   codes, labels = [], []

@@ -289,8 +289,8 @@ class Trainer:
     c = self.config
     return data.create_train_loader(
         c.dataset, batch_size=c.batch_size, seed=c.seed, epoch_end=c.epoch_end,
-        multiple=self.data_shards, start_step=start_step, image_size=c.image_size,
-        worker_count=c.num_workers, data_dir=c.data_dir, download=c.download, idx_dir=c.idx_dir)
+        multiple=self.data_shards, start_step=start_step, worker_count=c.num_workers,
+        **data.config_options(c))
 
   def evaluate(self, state: TrainState, *, max_batches: int = -1,
                collect_codes: bool = False) -> evaluation.EvalResult:
@@ -345,8 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
   config = trainer.config
   # A missing or corrupt dataset fails now, before anything compiles.
   for split in ("train", "test"):
-    data.get_source(config.dataset, split, image_size=config.image_size, data_dir=config.data_dir,
-                    download=config.download, idx_dir=config.idx_dir)
+    data.get_source(config.dataset, split, **data.config_options(config))
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)

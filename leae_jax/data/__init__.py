@@ -57,6 +57,7 @@ from leae_jax.data.sources import (
     IdxSource,
     ShapesSource,
     SourceOptions,
+    config_options,
     dataset_info,
     get_source,
     num_examples,
@@ -109,4 +110,5 @@ __all__ = [
     "preprocess_ops",
     "read_idx",
     "valid_names",
+    "config_options",
 ]

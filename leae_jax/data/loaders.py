@@ -282,7 +282,7 @@ def eval_slots(batch_size: int, multiple: int) -> int:
   """Slots `S` of an evaluation global batch: `batch_size` rounded up to a multiple of `multiple`.
 
   `multiple` is the number of parts the batch is split into (devices and
-  processes, `base_config.data_shards`), so that every part gets the same
+  processes, `train.data_shards`), so that every part gets the same
   number of slots whatever `batch_size` is.
   """
   if batch_size <= 0 or multiple <= 0:

@@ -523,6 +523,13 @@ def dataset_info(name: str) -> DatasetInfo:
     ) from None
 
 
+def config_options(config: Any) -> dict[str, Any]:
+  """The source options a run's config sets (`image_size`, `data_dir`, `download`,
+  `idx_dir`): pass `**config_options(config)` to `get_source` or any loader."""
+  return dict(image_size=config.image_size, data_dir=config.data_dir, download=config.download,
+              idx_dir=config.idx_dir)
+
+
 def get_source(
     name: str,
     split: str,
