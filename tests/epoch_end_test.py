@@ -10,8 +10,6 @@ records in batches of 8 (8, 8, 4 an epoch).
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -190,12 +188,7 @@ def test_the_smaller_batch_is_trimmed_and_split_over_three_devices():
   # tests/three_device_epochs.py on 3 simulated CPU devices: the step count
   # and the loader trim the smaller batch to 6 of 8 (resp. 0 of 2, left
   # out), and the 6 images reach the train step as a global batch, 2 a device.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3",
-             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "three_device_epochs.py")],
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out = helpers.run_on_devices("three_device_epochs.py", 3)
   assert out["devices"] == 3
   assert out["trimmed"] == {"num_train_steps": 4, "sizes": [12, 6, 12, 6], "last_batch_size": 6}
   assert out["skipped"] == {"num_train_steps": 4, "sizes": [9, 9, 9, 9], "last_batch_size": 0}

@@ -11,16 +11,14 @@ two-process case is in `multihost_test.py`.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from leae_jax import data
 
-from main_test import ROOT, run_main
+import helpers
+from main_test import run_main
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 PER_IMAGE = ("mse", "psnr", "ssim", "masked_psnr", "hole_psnr")
@@ -74,12 +72,7 @@ def test_evaluation_on_1_3_8_devices_equals_one_device():
   # tests/eval_devices.py: one (once-trained) masked_self_teaching state,
   # evaluated on meshes of 1, 3 and 8 simulated CPU devices over a test split
   # of 23 images in batches of 10 (padded to 12 and 16 slots).
-  env = dict(os.environ, **EIGHT_DEVICES,
-             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "eval_devices.py")],
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out = helpers.run_on_devices("eval_devices.py", 8)
   ref = out["1"]
   assert (ref["slots"], out["3"]["slots"], out["8"]["slots"]) == (10, 12, 16)
   assert set(PER_IMAGE) | {"loss", "consistency", "sigreg", "num_images"} <= set(ref["metrics"])

@@ -157,3 +157,23 @@ def assert_trees_close(got, want, *, rtol=1e-4, atol_frac=1e-5, name=""):
     scale = float(np.abs(w).max()) if w.size else 0.0
     np.testing.assert_allclose(g, w, rtol=rtol, atol=atol_frac * scale + 1e-12,
                                err_msg=f"{name}{jax.tree_util.keystr(path)}")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_on_devices(script: str, devices: int, timeout: int = 600) -> dict:
+  """Runs `tests/<script>` with `devices` simulated CPU devices; returns its last stdout line (JSON).
+
+  The device count must be set before JAX starts, hence a fresh process.
+  """
+  import json
+  import subprocess
+  import sys
+
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", script)],
+                        env=env, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])

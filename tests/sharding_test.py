@@ -1,10 +1,5 @@
 """Tests for leae_jax.sharding: mesh shapes, FSDP specs, and sharded steps equal to one device."""
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -15,7 +10,7 @@ from leae_jax import sharding
 from leae_jax import train
 
 import helpers
-from main_test import ROOT, TINY, run_main
+from main_test import TINY, run_main
 
 EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -77,12 +72,7 @@ def test_sharded_steps_equal_single_device():
   # the EMA judge and of the masked objective (tests/multidevice_step.py): on
   # an 8-way data mesh and a 4x2 data x fsdp mesh, metrics, params, batch
   # statistics, AdamW moments and the EMA judge equal the one-device run.
-  env = dict(os.environ, **EIGHT_DEVICES,
-             PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_step.py")],
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out = helpers.run_on_devices("multidevice_step.py", 8)
   assert set(out) == {"self_teaching_ema", "masked_self_teaching"}
   for case, result in out.items():
     # Every leaf of the state moved over the three steps (so equality below is not vacuous).
