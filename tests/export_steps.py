@@ -1,0 +1,76 @@
+"""Exports every config's jitted train and eval steps for GPU and TPU (run by export_test.py).
+
+Run with `XLA_FLAGS=--xla_force_host_platform_device_count=N`: with N = 1 the
+steps are exported for one device, with N = 8 over a 4 × 2 data × fsdp mesh
+(parameters and optimizer state split over `fsdp`). `jax.export` lowers for
+platforms this machine does not have, so an op with no GPU or TPU lowering
+fails here; and it refuses custom calls without a stability guarantee, so a
+host callback (`jax.debug.print`, `pure_callback`) in a step fails too.
+Prints one JSON line: per config and step, the exported platforms and the
+size of the StableHLO module.
+"""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import export
+import numpy as np
+
+from leae_jax import base_config
+from leae_jax import train
+
+PLATFORMS = ("cuda", "tpu")
+# Every published config, the baselines and the toy's later architecture.
+CONFIGS = ("shapes", "shapes:residual_arch", "fashion_mnist", "cifar", "cifar:mse",
+           "cifar:detail_stack,ema", "celeba", "celeba_masked", "celeba_masked:latent=512,masked_mse")
+
+
+def export_steps(spec: str, fsdp: int) -> dict[str, dict]:
+  config = base_config.load(spec)
+  config.mesh.fsdp = fsdp
+  config.num_train_steps = 10  # no dataset size needed
+  config.batch_size = 8 * jax.device_count()  # the step's code does not depend on the batch size
+  config.eval_batch_size = 8 * jax.device_count()
+  config = train.resolve(config)
+  trainer = train.Trainer(config)
+  state = jax.eval_shape(trainer.init_state)
+  state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                 state, trainer.state_sharding)
+  shape = (config.batch_size, config.image_size, config.image_size, config.image_channels)
+  images = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=trainer.data_sharding)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  out = {}
+  for name, fn, args in (("train_step", trainer.train_step, (state, images)),
+                         ("eval_step", trainer.eval_step, (state, images, key))):
+    exported = export.export(fn, platforms=PLATFORMS)(*args)
+    out[name] = {"platforms": list(exported.platforms), "mlir_chars": len(exported.mlir_module()),
+                 "devices": exported.nr_devices}
+  return out
+
+
+def refused(fn) -> bool:
+  """Whether exporting `fn` for GPU and TPU fails (as it must for a host callback)."""
+  try:
+    export.export(jax.jit(fn), platforms=PLATFORMS)(jax.ShapeDtypeStruct((4,), jnp.float32))
+  except Exception:  # pylint: disable=broad-except  (jax raises ValueError today)
+    return True
+  return False
+
+
+def main() -> None:
+  fsdp = 2 if jax.device_count() > 1 else 1
+  result = {spec: export_steps(spec, fsdp) for spec in CONFIGS}
+  # The controls: the check does catch host callbacks.
+  controls = {
+      "pure_callback": refused(lambda x: jax.pure_callback(
+          np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)),
+      "debug_print": refused(lambda x: (jax.debug.print("{}", x), x * 2)[1]),
+  }
+  print(json.dumps({"devices": jax.device_count(), "fsdp": fsdp, "configs": result,
+                    "callbacks_refused": controls}))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
