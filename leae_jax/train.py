@@ -221,6 +221,17 @@ def check_traces(model: models.Autoencoder, objective: objectives.Objective,
         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
 
 
+def _under_mesh(mesh: jax.sharding.AbstractMesh, fn):
+  """`fn` traced with `mesh` as the abstract mesh in context (for `models.split_batch`)."""
+
+  @functools.wraps(fn)
+  def run(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh):
+      return fn(*args, **kwargs)
+
+  return run
+
+
 class Trainer:
   """Holds the pieces of a run: model, objective, optimizer, mesh and jitted steps.
 
@@ -260,15 +271,18 @@ class Trainer:
     min_size = int(mesh_config.fsdp_min_size)
     self.state_sharding = sharding.state_sharding(jax.eval_shape(create), self.mesh, min_size)
     self._init_state = jax.jit(create, out_shardings=self.state_sharding)
+    # Traced under the mesh, so that every layer keeps activations split over
+    # the batch (`models.split_batch`).
+    under_mesh = functools.partial(_under_mesh, self.mesh.abstract_mesh)
     self.train_step = jax.jit(
-        functools.partial(train_step, objective=self.objective, optimizer=self.optimizer,
-                          schedule=self.schedule, nan_step=int(config.debug_nan_step)),
+        under_mesh(functools.partial(train_step, objective=self.objective, optimizer=self.optimizer,
+                                     schedule=self.schedule, nan_step=int(config.debug_nan_step))),
         in_shardings=(self.state_sharding, self.data_sharding),
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=(0,))
     self.eval_step = jax.jit(
-        functools.partial(evaluation.eval_step, model=self.model, objective=self.objective, mask=self.mask,
-                          num_real=int(config.eval_batch_size)),
+        under_mesh(functools.partial(evaluation.eval_step, model=self.model, objective=self.objective,
+                                     mask=self.mask, num_real=int(config.eval_batch_size))),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
   def init_state(self) -> TrainState:
