@@ -72,21 +72,18 @@ class GlobalOrderSampler:
   batch_size · shard_count`. grain's DataLoader gives shard `p` the positions
   `m = p + shard_count · j` of this sampler; they are mapped to global
   position `start + (j // batch_size)·G + p·batch_size + j % batch_size`, i.e.
-  shard `p`'s `batch_size` consecutive rows of each global batch.
-
-  With `pad`, a final partial global batch is completed with repeats of the
-  last record (the caller masks them; evaluation uses `create_eval_loader`).
+  shard `p`'s `batch_size` consecutive rows of each global batch. A final
+  partial global batch is left out (evaluation, which must count every
+  record, uses `create_eval_loader`).
   """
 
-  def __init__(self, inner: Any, *, batch_size: int, shard_count: int, start_index: int = 0,
-               pad: bool = False):
+  def __init__(self, inner: Any, *, batch_size: int, shard_count: int, start_index: int = 0):
     if start_index < 0:
       raise ValueError(f"start_index must be >= 0, got {start_index}.")
     self._inner = inner
     self._batch_size = int(batch_size)
     self._shard_count = int(shard_count)
     self._start = int(start_index)
-    self._pad = pad
 
   def global_position(self, index: int) -> int:
     shard, j = index % self._shard_count, index // self._shard_count
@@ -97,19 +94,17 @@ class GlobalOrderSampler:
   def __len__(self) -> int:
     global_batch = self._batch_size * self._shard_count
     available = max(0, len(self._inner) - self._start)
-    if self._pad:
-      return -(-available // global_batch) * global_batch
     return available // global_batch * global_batch
 
   def __getitem__(self, index: int) -> Any:
     if index < 0 or index >= len(self):
       raise IndexError(f"Index {index} out of range for {len(self)} positions.")
-    meta = self._inner[min(self.global_position(index), len(self._inner) - 1)]
+    meta = self._inner[self.global_position(index)]
     return grain.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
 
   def __repr__(self) -> str:
     return (f"GlobalOrderSampler(inner={self._inner!r}, batch_size={self._batch_size}, "
-            f"shard_count={self._shard_count}, start_index={self._start}, pad={self._pad})")
+            f"shard_count={self._shard_count}, start_index={self._start})")
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -145,7 +140,6 @@ def create_loader(
     fit: str = "auto",
     global_order: bool = True,
     start_index: int = 0,
-    pad: bool = False,
     source: Any | None = None,
     **source_options: Any,
 ) -> grain.DataLoader:
@@ -186,8 +180,6 @@ def create_loader(
     fit: See `preprocess_ops`.
     global_order: Process-count independent global batches (see above).
     start_index: With `global_order`, the global record position to start at.
-    pad: With `global_order`, complete a final partial global batch with
-      repeats of the last record (the caller masks them).
     source: The split's data source if already opened by `get_source` (then
       `source_options` are not used).
     **source_options: How to open the split (`SOURCE_OPTIONS`: `data_dir`,
@@ -212,11 +204,10 @@ def create_loader(
         grain.samplers.IndexSampler(
             num_records=len(source), shard_options=grain.sharding.NoSharding(),
             shuffle=shuffle, num_epochs=num_epochs, seed=seed),
-        batch_size=batch_size, shard_count=shard_options.shard_count, start_index=start_index,
-        pad=pad)
+        batch_size=batch_size, shard_count=shard_options.shard_count, start_index=start_index)
   else:
-    if start_index or pad:
-      raise ValueError("start_index and pad need global_order=True.")
+    if start_index:
+      raise ValueError("start_index needs global_order=True.")
     # The sampler restricts record keys to this shard, the loader picks this
     # shard's sampler positions.
     sampler = grain.samplers.IndexSampler(

@@ -202,13 +202,11 @@ def _samples_of_a_smaller_seed(out: str, rung: str, seed: int, step: int) -> boo
 
 def _save_samples(workdir: str, step: int, path: str, num_images: int = 8) -> None:
   """The first test images, their reconstructions (and masked ones) at `step`, as .npz."""
-  import jax
-
   from leae_jax import evaluate
   from leae_jax import train
 
   config = evaluate.load_config(workdir)
-  config.eval_batch_size = max(num_images, jax.device_count())
+  config.eval_batch_size = num_images  # evaluation pads its batches for any device count
   config.num_grid_images = num_images
   trainer = train.Trainer(config)
   state = evaluate.restore_state(workdir, config, trainer, step)
