@@ -262,6 +262,17 @@ def masked_self_teaching_loss(
   return loss, dict(parts=parts, batch_stats=new_stats, images=imgs)
 
 
+def _logged_only(codes: jax.Array, spec: SigregSpec) -> jax.Array:
+  """`codes` for a SIGReg term: cut from the gradient when its weight is 0.
+
+  The baselines log SIGReg at weight 0 (a health number, comparable across
+  rungs) but must not pay its backward pass: `0 · ∂SIGReg` is still computed
+  by XLA (IEEE zero times a gradient is not folded away). The loss and its
+  gradient are unchanged (a finite term times 0).
+  """
+  return jax.lax.stop_gradient(codes) if spec.weight == 0 else codes
+
+
 def mse_loss(
     model: models.Autoencoder,
     params: PyTree,
@@ -275,7 +286,7 @@ def mse_loss(
   codes, new_stats = models.encode(model, params["encoder"], batch_stats, images, train=True)
   recon = models.decode(model, params["decoder"], codes)
   pixel = _mse(recon, images)
-  sig = sigreg(codes, key)
+  sig = sigreg(_logged_only(codes, sigreg), key)
   loss = pixel + sigreg.weight * sig
   parts = dict(loss=loss, pixel_mse=pixel, sigreg=sig)
   return loss, dict(parts=parts, batch_stats=new_stats, images=dict(reconstruction=recon))
@@ -302,7 +313,7 @@ def masked_mse_loss(
   codes, new_stats = models.encode(model, params["encoder"], batch_stats, masked, train=True)
   recon = models.decode(model, params["decoder"], codes)
   pixel = _mse(recon, images)
-  sig = sigreg(codes, k_sigreg)
+  sig = sigreg(_logged_only(codes, sigreg), k_sigreg)
   loss = pixel + sigreg.weight * sig
   hole = mask_params["hole"]
   hole_mse = jnp.sum(jnp.square(recon - images) * hole) / jnp.maximum(
