@@ -55,7 +55,6 @@ import sys
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 
 from leae_jax import base_config
 from leae_jax import bench
@@ -134,11 +133,7 @@ def analyse(entry: str, *, batch_size: int | None = None,
   """Lowers and compiles the train step of `entry`; its static costs and memory (per device)."""
   config = build_config(entry, batch_size=batch_size, mesh=mesh)
   trainer = train.Trainer(config)
-  state = jax.eval_shape(trainer.init_state)
-  state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                 state, trainer.state_sharding)
-  shape = (config.batch_size, config.image_size, config.image_size, config.image_channels)
-  images = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=trainer.data_sharding)
+  state, images = trainer.abstract_step_args()
   lowered = trainer.train_step.lower(state, images)
   lowered_cost = _cost(lowered.cost_analysis())
   compiled = lowered.compile()

@@ -285,6 +285,15 @@ class Trainer:
                                      mask=self.mask, num_real=int(config.eval_batch_size))),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
+  def abstract_step_args(self) -> tuple[TrainState, jax.ShapeDtypeStruct]:
+    """Shape-only `(state, images)` of `train_step`, with their shardings (to lower or export it)."""
+    c = self.config
+    state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(self.init_state), self.state_sharding)
+    shape = (c.batch_size, c.image_size, c.image_size, c.image_channels)
+    return state, jax.ShapeDtypeStruct(shape, jnp.float32, sharding=self.data_sharding)
+
   def init_state(self) -> TrainState:
     """The initial state, created directly in its shardings (no host copy)."""
     return self._init_state()

@@ -35,11 +35,7 @@ def export_steps(spec: str, fsdp: int) -> dict[str, dict]:
   config.eval_batch_size = 8 * jax.device_count()
   config = train.resolve(config)
   trainer = train.Trainer(config)
-  state = jax.eval_shape(trainer.init_state)
-  state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                 state, trainer.state_sharding)
-  shape = (config.batch_size, config.image_size, config.image_size, config.image_channels)
-  images = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=trainer.data_sharding)
+  state, images = trainer.abstract_step_args()
   key = jax.eval_shape(lambda: jax.random.key(0))
   out = {}
   for name, fn, args in (("train_step", trainer.train_step, (state, images)),
