@@ -25,6 +25,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset = "shapes"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir
   c.idx_dir = ml_collections.FieldReference(None, field_type=str)  # offline Fashion-MNIST files
+  # A prepared copy of the dataset (`python -m leae_jax.prepare`): uint8 records
+  # already at image_size; training batches then stay uint8 until the device.
+  c.prepared_dir = ml_collections.FieldReference(None, field_type=str)
   c.image_size = -1  # -1: the dataset's default
   c.num_workers = 0  # grain worker processes (0: decode in the main process)
   c.download = False  # let TFDS download (needs internet)

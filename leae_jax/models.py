@@ -107,6 +107,17 @@ def match_channels(x: jax.Array, features: int) -> jax.Array:
   )
 
 
+def unit_range(images: jax.Array) -> jax.Array:
+  """uint8 images → float32 in [0, 1] (the same product as `data.ToFloatImage`); float images as given.
+
+  Prepared records travel to the device as uint8 (`data.prepared`); this
+  scales them there, bit for bit as the host pipeline would have.
+  """
+  if images.dtype != jnp.uint8:
+    return images
+  return images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+
+
 def split_batch(x: jax.Array) -> jax.Array:
   """Keeps `x`'s batch dimension split over the devices of the mesh in context.
 

@@ -12,13 +12,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = "--config=configs/shapes.py"
+FMNIST = "--config=configs/fashion_mnist.py"
 TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
         "--config.objective.sigreg_slices=16", "--config.batch_size=16",
         "--config.eval_batch_size=8", "--config.progress_bar=false"]
@@ -55,11 +55,8 @@ def files(tmp_path_factory):
   """Inputs some cases need: IDX files (one truncated), a trained workdir, a plain file."""
   root = tmp_path_factory.mktemp("cli_inputs")
   good, bad = root / "idx", root / "idx_truncated"
-  good.mkdir(), bad.mkdir()
-  rng = np.random.default_rng(0)
   for folder in (good, bad):
-    for prefix, n in (("train", 32), ("t10k", 16)):
-      helpers.write_idx(folder, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
+    helpers.idx_splits(folder, train=32, test=16)
   images = next(p for p in bad.iterdir() if p.name.startswith("train-images"))
   images.write_bytes(images.read_bytes()[:-100])
   (root / "empty_tfds").mkdir()
@@ -260,6 +257,17 @@ CASES = [
     ("bench_bad_value", "bench", [SHAPES, "--config.batch_size=0"],
      "batch_size=0 is not valid"),
     ("bench_steps", "bench", [SHAPES, "--steps=0"], "--steps=0 is not valid"),
+    # leae_jax.prepare and prepared records.
+    ("prepare_shapes", "prepare", [SHAPES, "--out={wd}"], "needs no preparation"),
+    ("prepare_split", "prepare", [FMNIST, "--out={wd}", "--splits=valid"],
+     "--splits=valid: 'valid' is not a split; valid: train, test."),
+    ("prepare_out_missing", "prepare", [FMNIST], "--out is required"),
+    ("prepare_out_file", "prepare", [FMNIST, "--out={file}/x", "--config.idx_dir={idx}",
+                                     "--config.data_dir={tfds}"], "a_file/x: cannot write there (Not a directory)"),
+    ("prepare_from_prepared", "prepare", [FMNIST, "--out={wd}", "--config.prepared_dir={tfds}"],
+     "leave prepared_dir unset here"),
+    ("prepared_dir_unprepared", "main", [FMNIST, "--workdir={wd}", "--config.prepared_dir={tfds}"],
+     "holds no prepared.json: it was not prepared"),
 ]
 
 

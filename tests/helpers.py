@@ -63,6 +63,15 @@ def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray) ->
     f.write(np.array([0x801, len(labels)], ">i4").tobytes() + labels.astype(np.uint8).tobytes())
 
 
+def idx_splits(directory, train: int = 64, test: int = 32, seed: int = 0) -> str:
+  """A small Fashion-MNIST-format IDX directory (random 28×28 images, labels i mod 10)."""
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for prefix, n in (("train", train), ("t10k", test)):
+    write_idx(directory, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
+  return str(directory)
+
+
 # ---------------------------------------------------------------------------
 # Independent derivations of the objectives, written with `model.apply` only
 # (never the loss functions under test). They reuse the library's key schedule

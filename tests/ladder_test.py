@@ -38,12 +38,9 @@ def test_plan_nests_budgets_and_gives_curve_rungs_more():
 @pytest.fixture(scope="module")
 def idx_data(tmp_path_factory):
   root = tmp_path_factory.mktemp("ladder_data")
-  idx, empty = root / "idx", root / "tfds"
-  idx.mkdir(), empty.mkdir()
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", 64), ("t10k", 32)):
-    helpers.write_idx(idx, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
-  return str(idx), str(empty)
+  empty = root / "tfds"
+  empty.mkdir()
+  return helpers.idx_splits(root / "idx", train=64, test=32), str(empty)
 
 
 def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):

@@ -26,13 +26,19 @@ how to provide them by hand. TensorFlow Datasets is imported lazily so that `sha
 and the IDX fallback work without importing it. Reading a prepared copy does not
 need TensorFlow; only preparing one does (`pip install -e ".[prepare]"`).
 
+Prepared records (`prepared`, `config.prepared_dir`): any uint8 dataset written
+once, already fitted to the training size, as uncompressed ArrayRecord shards
+(`python -m leae_jax.prepare`); its workers then only copy bytes, and training
+batches stay uint8 until the device scales them.
+
 Modules: `sources` (the dataset registry, in which each entry knows how to
 open itself, so adding a dataset is one entry; the shapes, IDX and TFDS
-sources; the errors), `transforms` (the grain `Map` transforms and
+sources; the errors), `prepared` (prepared records), `transforms` (the grain `Map` transforms and
 `preprocess_ops`) and `loaders` (samplers, `BatchSchedule` and the loaders).
 Everything public is re-exported here: `data.create_train_loader(...)`.
 """
 
+from leae_jax.data import prepared
 from leae_jax.data import sources
 from leae_jax.data.loaders import (
     EPOCH_ENDS,
@@ -64,6 +70,7 @@ from leae_jax.data.sources import (
     read_idx,
     valid_names,
 )
+from leae_jax.data.prepared import PreparedDataError, PreparedSource
 from leae_jax.data.transforms import (
     CenterCropSquare,
     CenterCropWindow,
@@ -98,6 +105,8 @@ __all__ = [
     "TrainLoader",
     "IdxSource",
     "EvalLoader",
+    "PreparedDataError",
+    "PreparedSource",
     "GlobalOrderSampler",
     "create_eval_loader",
     "create_loader",

@@ -107,6 +107,11 @@ class GlobalOrderSampler:
             f"shard_count={self._shard_count}, start_index={self._start})")
 
 
+def _fitted(source: Any) -> bool:
+  """Whether `source`'s records are already at the training size (`prepared.PreparedSource`)."""
+  return bool(getattr(source, "fitted", False))
+
+
 def _ensure_absl_flags_parsed() -> None:
   """Lets grain worker processes start outside `absl.app.run` (tests, notebooks).
 
@@ -183,7 +188,7 @@ def create_loader(
     source: The split's data source if already opened by `get_source` (then
       `source_options` are not used).
     **source_options: How to open the split (`SOURCE_OPTIONS`: `data_dir`,
-      `download`, `idx_dir`, `num_records`, `shapes_seed`): passed on to
+      `download`, `idx_dir`, `num_records`, `shapes_seed`, `prepared_dir`): passed on to
       `get_source`, with `image_size`.
 
   Returns:
@@ -222,7 +227,7 @@ def create_loader(
     read_kwargs["num_threads"] = num_threads
   if prefetch_buffer_size is not None:
     read_kwargs["prefetch_buffer_size"] = prefetch_buffer_size
-  operations: list[Any] = preprocess_ops(name, image_size, fit=fit)
+  operations: list[Any] = preprocess_ops(name, image_size, fit=fit, fitted=_fitted(source))
   operations.append(grain.transforms.Batch(batch_size=batch_size, drop_remainder=drop_remainder))
   return grain.DataLoader(
       data_source=source,
@@ -422,7 +427,8 @@ def create_eval_loader(
   num_batches = -(-len(source) // batch_size)
   if max_batches >= 0:
     num_batches = min(num_batches, int(max_batches))
-  batch = _EvalBatch(source, preprocess_ops(name, image_size, fit=fit), int(batch_size), slots,
+  batch = _EvalBatch(source, preprocess_ops(name, image_size, fit=fit, fitted=_fitted(source)),
+                     int(batch_size), slots,
                      index, count)
   dataset = grain.MapDataset.range(num_batches).map(batch).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
@@ -599,6 +605,7 @@ def create_train_loader(
     num_threads: int = 4,
     prefetch_buffer_size: int = 8,
     fit: str = "auto",
+    uint8_images: bool = False,
     source: Any | None = None,
     **source_options: Any,
 ) -> TrainLoader:
@@ -635,6 +642,9 @@ def create_train_loader(
     num_threads: Batches read and preprocessed in parallel, in this process.
     prefetch_buffer_size: Batches read ahead.
     fit: See `preprocess_ops`.
+    uint8_images: Batches of uint8 images, left for the device to scale to
+      [0, 1] (`models.unit_range`): a quarter of the bytes to build and copy.
+      The source's images must be uint8 (e.g. prepared records).
     source: The training split's source if already opened by `get_source`.
     **source_options: How to open the split, unless `source` is given: see
       `create_loader`.
@@ -656,7 +666,8 @@ def create_train_loader(
   if source is None:
     source = get_source(name, "train", image_size=image_size, **source_options)
   schedule = BatchSchedule(len(source), int(batch_size), epoch_end, multiple)
-  step_batch = _StepBatch(source, preprocess_ops(name, image_size, fit=fit), schedule,
+  ops = preprocess_ops(name, image_size, fit=fit, fitted=_fitted(source), to_float=not uint8_images)
+  step_batch = _StepBatch(source, ops, schedule,
                           _Order(len(source), shuffle, seed), index, count)
   stop = 2**62 if stop_step is None else max(int(stop_step), start_step)
   dataset = grain.MapDataset.range(start_step, stop).map(step_batch).to_iter_dataset(

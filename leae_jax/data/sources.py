@@ -70,6 +70,7 @@ class SourceOptions:
   idx_dir: str | os.PathLike | None = None
   num_records: int | None = None
   shapes_seed: int = 0
+  prepared_dir: str | os.PathLike | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +126,13 @@ class DatasetInfo:
     """
     _check_split(split)
     options = SourceOptions(**options)
-    source = self.opener(self, split, options)
+    if options.prepared_dir is not None:  # any dataset: its prepared copy, if one is named
+      from leae_jax.data import prepared  # pylint: disable=g-import-not-at-top
+
+      source = prepared.open_prepared(options.prepared_dir, self.name, split,
+                                      options.image_size or self.image_size)
+    else:
+      source = self.opener(self, split, options)
     if options.num_records is not None and options.num_records != len(source):
       source = _FirstRecords(source, options.num_records)
     return source
@@ -338,6 +345,7 @@ class _FirstRecords:
       raise ValueError(f"num_records must be in [1, {len(source)}], got {num_records}.")
     self.source = source
     self.num_records = int(num_records)
+    self.fitted = getattr(source, "fitted", False)  # see `prepared.PreparedSource`
 
   def __len__(self) -> int:
     return self.num_records
@@ -525,9 +533,9 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def config_options(config: Any) -> dict[str, Any]:
   """The source options a run's config sets (`image_size`, `data_dir`, `download`,
-  `idx_dir`): pass `**config_options(config)` to `get_source` or any loader."""
+  `idx_dir`, `prepared_dir`): pass `**config_options(config)` to `get_source` or any loader."""
   return dict(image_size=config.image_size, data_dir=config.data_dir, download=config.download,
-              idx_dir=config.idx_dir)
+              idx_dir=config.idx_dir, prepared_dir=config.prepared_dir)
 
 
 def get_source(
@@ -540,6 +548,7 @@ def get_source(
     idx_dir: str | os.PathLike | None = None,
     num_records: int | None = None,
     shapes_seed: int = 0,
+    prepared_dir: str | os.PathLike | None = None,
 ) -> Any:
   """Returns a grain random-access data source of raw records for a split.
 
@@ -559,6 +568,8 @@ def get_source(
     num_records: shapes: number of images to generate (default 10 000 train /
       2 000 test). Other datasets: use only the first `num_records` records.
     shapes_seed: shapes only: base seed of the procedural generator.
+    prepared_dir: Read the split from this prepared copy (`prepared.prepare`:
+      uint8 records already at `image_size`) instead of the dataset's own source.
 
   Returns:
     An object with `__len__` and `__getitem__` (a grain RandomAccessDataSource).
@@ -570,7 +581,7 @@ def get_source(
   """
   return dataset_info(name).open(
       split, image_size=image_size, data_dir=data_dir, download=download, idx_dir=idx_dir,
-      num_records=num_records, shapes_seed=shapes_seed)
+      num_records=num_records, shapes_seed=shapes_seed, prepared_dir=prepared_dir)
 
 
 def num_examples(name: str, split: str, **source_kwargs: Any) -> int:

@@ -144,7 +144,8 @@ _FITS = ("auto", "pad", "resize", "center_crop")
 
 
 def preprocess_ops(
-    name: str, image_size: int | None = None, *, fit: str = "auto"
+    name: str, image_size: int | None = None, *, fit: str = "auto", fitted: bool = False,
+    to_float: bool = True,
 ) -> list[grain.transforms.Map]:
   """The grain transforms turning raw records of `name` into model inputs.
 
@@ -159,10 +160,14 @@ def preprocess_ops(
       most 1.25x larger (e.g. Fashion-MNIST 28 -> 32, so pixels stay exact and the
       border is thin) and resized otherwise. Ignored for shapes, which are
       generated at the requested size.)
+    fitted: The records are already at `image_size` (a `prepared.PreparedSource`):
+      no cropping, resizing or padding.
+    to_float: End with `ToFloatImage`; without it uint8 images stay uint8
+      (for the device to scale: `models.unit_range`).
 
   Returns:
     A list of `grain.transforms.Map` producing `{'image': float32 HWC in [0, 1],
-    'label': int32}`.
+    'label': int32}` (or uint8 images without `to_float`).
   """
   info = dataset_info(name)
   if fit not in _FITS:
@@ -171,6 +176,8 @@ def preprocess_ops(
   if size <= 0:
     raise ValueError(f"image_size must be positive, got {size}.")
   ops: list[grain.transforms.Map] = [ToImageLabel()]
+  if fitted:
+    return ops + ([ToFloatImage()] if to_float else [])
   if fit == "auto" and info.fit != "auto" and (
       info.native_size is None or size <= min(info.native_size)):
     fit = info.fit
@@ -184,5 +191,6 @@ def preprocess_ops(
       if h != w:
         ops.append(CenterCropSquare())
       ops.append(ResizeImage(size))
-  ops.append(ToFloatImage())
+  if to_float:
+    ops.append(ToFloatImage())
   return ops
