@@ -13,7 +13,8 @@ Prints one JSON line:
   and `mfu` against the device's peak for the compute dtype (`null` when the
   peak is unknown, e.g. on CPU);
 * `input_images_per_s`: the grain input pipeline alone, same config and
-  workers; `bound`: `input` if it is slower than the step, else `compute`.
+  workers (`--noinput` skips it; `--nostep` measures only it); `bound`:
+  `input` if it is slower than the step, else `compute`.
 
 When the config's dataset is not prepared (CIFAR-10, CelebA offline), the
 pipeline is measured on TFDS mock records of the same shapes
@@ -101,7 +102,10 @@ def measure_train_step(config: ml_collections.ConfigDict, *, steps: int = 20,
   local = config.batch_size // jax.process_count()
   shape = (local, config.image_size, config.image_size, config.image_channels)
   # A few distinct batches already on the device: the step, not the transfer.
-  batches = [trainer.global_batch(rng.uniform(size=shape).astype(np.float32)) for _ in range(4)]
+  # uint8 where the run's batches are (prepared records), as training feeds them.
+  draw = ((lambda: rng.integers(0, 256, size=shape, dtype=np.uint8)) if trainer.uint8_images
+          else (lambda: rng.uniform(size=shape).astype(np.float32)))
+  batches = [trainer.global_batch(draw()) for _ in range(4)]
   t0 = time.perf_counter()
   compiled = trainer.train_step.lower(state, batches[0]).compile()
   compile_s = time.perf_counter() - t0
@@ -141,17 +145,20 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
                   warmup: int = 2) -> dict[str, Any]:
   """Images/s of the grain training pipeline alone (this process's share)."""
   source = "tfds"
-  if config.dataset == "shapes":
+  if config.prepared_dir is not None:
+    source = "prepared"
+  elif config.dataset == "shapes":
     source = "generated"
   elif config.dataset == "fashion_mnist" and config.idx_dir:
     source = "idx"
-  open_source = lambda: data.get_source(config.dataset, "train", image_size=config.image_size,
-                                       data_dir=config.data_dir, download=False,
-                                       idx_dir=config.idx_dir)
+  options = dict(data.config_options(config), download=False)
+  open_source = lambda: data.get_source(config.dataset, "train", **options)
   context: contextlib.AbstractContextManager = contextlib.nullcontext()
   try:
     records = open_source()
   except data.DatasetUnavailableError as err:
+    if config.prepared_dir is not None:
+      raise  # says what is wrong with the prepared copy
     try:  # mock records need tensorflow_datasets only, not TensorFlow
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     except ImportError:
@@ -165,7 +172,7 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
     loader = data.create_train_loader(
         config.dataset, batch_size=config.batch_size, seed=config.seed,
         epoch_end=config.epoch_end, image_size=config.image_size,
-        worker_count=config.num_workers,
+        worker_count=config.num_workers, uint8_images=config.prepared_dir is not None,
         source=records if records is not None else open_source())
     iterator = iter(loader)
     for _ in range(warmup):  # starts workers, opens files
@@ -180,8 +187,11 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
 
 
 def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: int = 20,
-        measure_pipeline: bool = True) -> dict[str, Any]:
-  """Resolves `config` and returns every benchmark field (see the module docstring)."""
+        measure_pipeline: bool = True, measure_step: bool = True) -> dict[str, Any]:
+  """Resolves `config` and returns every benchmark field (see the module docstring).
+
+  Without `measure_step` only the input pipeline is measured (and `bound` is null).
+  """
   config = train.resolve(config)
   result: dict[str, Any] = {
       "dataset": config.dataset, "batch_size": int(config.batch_size),
@@ -189,14 +199,19 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: in
       "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
       "num_devices": jax.device_count(), "steps": steps,
   }
-  result.update(measure_train_step(config, steps=steps))
+  if not (measure_step or measure_pipeline):
+    raise ValueError("Nothing to measure: enable the step, the input pipeline or both.")
+  if measure_step:
+    result.update(measure_train_step(config, steps=steps))
   if measure_pipeline:
     result.update(measure_input(config, batches=input_batches))
+  else:
+    result.update(input_images_per_s=None, input_source=None)
+  result["bound"] = None
+  if measure_step and measure_pipeline:
     # Per process: each process feeds its own share of the global batch.
     per_process_need = result["images_per_s"] / jax.process_count()
     result["bound"] = "input" if result["input_images_per_s"] < per_process_need else "compute"
-  else:
-    result.update(input_images_per_s=None, input_source=None, bound=None)
   return result
 
 
@@ -210,8 +225,10 @@ def main(argv):
     config = train.resolve(FLAGS.config)
   except ValueError as err:
     raise cli.UserError(err) from err
+  if not (FLAGS.step or FLAGS.input):
+    raise cli.UserError("--nostep --noinput measures nothing: keep at least one.")
   print(json.dumps(run(config, steps=FLAGS.steps, input_batches=FLAGS.input_batches,
-                       measure_pipeline=FLAGS.input)), flush=True)
+                       measure_pipeline=FLAGS.input, measure_step=FLAGS.step)), flush=True)
 
 
 if __name__ == "__main__":
@@ -220,6 +237,7 @@ if __name__ == "__main__":
                                   lock_config=True)
   flags.DEFINE_integer("steps", 20, "Timed train steps (after 2 warm-up steps).")
   flags.DEFINE_integer("input_batches", 20, "Timed input-pipeline batches.")
-  flags.DEFINE_bool("input", True, "Also measure the input pipeline.")
+  flags.DEFINE_bool("input", True, "Measure the input pipeline.")
+  flags.DEFINE_bool("step", True, "Measure the train step.")
   flags.mark_flags_as_required(["config"])
   cli.run(main, user_errors=(data.DatasetUnavailableError,))

@@ -148,3 +148,15 @@ def test_prepare_command_then_train_on_it(fmnist, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["prepared_dir"] == str(out)
+
+
+def test_bench_measures_prepared_records_and_a_uint8_step(fmnist):
+  from leae_jax import bench
+
+  options, out, _ = fmnist
+  config = helpers.tiny_config(dataset="fashion_mnist", image_size=32, prepared_dir=out, **options)
+  result = bench.run(config, steps=1, input_batches=2)
+  assert result["input_source"] == "prepared" and result["input_images_per_s"] > 0
+  assert result["loss_finite"] and result["bound"] in ("input", "compute")
+  only_input = bench.run(config, input_batches=2, measure_step=False)
+  assert "step_ms" not in only_input and only_input["bound"] is None
