@@ -19,16 +19,25 @@ from leae_jax import sigreg
 from leae_jax import views
 
 
-def get_base_config() -> ml_collections.ConfigDict:
-  """Every field a config may set, with the published defaults."""
+def get_base_config(modality: str = "image") -> ml_collections.ConfigDict:
+  """Every field a config may set, with the published defaults.
+
+  `modality`: the kind of data, 'image' or 'sequence' (`modalities.py`): it
+  picks the model family, the views' namespace (the `view_args` below hold
+  that namespace's views) and the evaluation metrics.
+  """
+  if modality not in views.MODALITIES:
+    raise ValueError(f"modality={modality!r} is not valid: it must be one of "
+                     f"{', '.join(views.MODALITIES)}.")
   c = ml_collections.ConfigDict()
+  c.modality = modality
   c.dataset = "shapes"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir
   c.idx_dir = ml_collections.FieldReference(None, field_type=str)  # offline Fashion-MNIST files
   # A prepared copy of the dataset (`python -m leae_jax.prepare`): uint8 records
   # already at image_size; training batches then stay uint8 until the device.
   c.prepared_dir = ml_collections.FieldReference(None, field_type=str)
-  c.image_size = -1  # -1: the dataset's default
+  c.image_size = -1  # the input's side (a series' length); -1: the dataset's default
   c.num_workers = 0  # grain worker processes (0: decode in the main process)
   c.download = False  # let TFDS download (needs internet)
 
@@ -67,7 +76,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       view_weights="",
       # Every registered view's arguments, with the defaults of its factory
       # (views.py); a config changes only those it needs.
-      view_args=ml_collections.ConfigDict(views.default_args()),
+      view_args=ml_collections.ConfigDict(views.default_args(modality)),
       plain_weight=0.0,
       sigreg_weight=0.03,
       sigreg_on="code",  # "code": SIGReg(E(x)); "views": on the judge's codes (published live runs)
@@ -118,7 +127,8 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def from_saved(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   """A config a run saved (`config.json`, maybe from an older version) as a whole
   config: fields it does not have take today's defaults."""
-  return ml_collections.ConfigDict(merge(get_base_config().to_dict(), saved))
+  base = get_base_config(saved.get("modality", "image")).to_dict()
+  return ml_collections.ConfigDict(merge(base, saved))
 
 
 # (field, test, what is valid) for the scalar fields no builder checks; the
@@ -196,6 +206,20 @@ VARIANTS = {
     "masked_mse": _set(name="masked_mse", sigreg_weight=0.0, mask_ratio=0.5, eval_mask_ratio=0.35),
     "warmup_cosine": lambda c: c.update(dict(lr_schedule="warmup_cosine")),
     "flax_init": lambda c: c.model.update(dict(init="flax")),
+}
+
+
+# Variants of the sequence configs (`configs/timeseries*.py`), on top of
+# VARIANTS: the views that only series have (`series_views`). VARIANTS'
+# `crop_resize`, `patch_mask`, `channel_mask`, `masked` and `masked_mse` name
+# the sequence views of the same names there.
+SEQUENCE_VARIANTS = {
+    "time_mask": _views("time_mask"),
+    "amplitude_offset": _views("amplitude_offset"),
+    "random_band": _views("random_band"),
+    # The analogue of the detail stack: three filters tiling the spectrum and a
+    # plain term, (mean of the three + plain)/2.
+    "filter_stack": _views("low_pass,band_pass,high_pass", 1.0),
 }
 
 

@@ -10,6 +10,7 @@ import os
 from absl import logging
 import ml_collections
 
+from leae_jax import modalities
 from leae_jax import objectives
 
 
@@ -21,13 +22,14 @@ def describe(config: ml_collections.ConfigDict) -> str:
   else:
     views_ = o.views or "no transformation"
     what = f"{o.name} ({views_}, {o.judge} judge, SIGReg {o.sigreg_weight:g})"
-  return f"{config.dataset} {config.image_size}px · {what}"
+  size = modalities.get(config.modality).size_label(config.image_size, config.image_channels)
+  return f"{config.dataset} {size} · {what}"
 
 
 def format_eval(results: dict[str, float]) -> str:
   """The headline evaluation numbers, for people (metrics.jsonl has them all)."""
   shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("hole_psnr", "hole PSNR {:.2f} dB"),
-           ("mse", "MSE {:.5f}"), ("loss", "loss {:.4g}")]
+           ("mse", "MSE {:.5f}"), ("mae", "MAE {:.4f}"), ("loss", "loss {:.4g}")]
   return " · ".join(fmt.format(results[k]) for k, fmt in shown if k in results)
 
 

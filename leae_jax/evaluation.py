@@ -24,6 +24,7 @@ import numpy as np
 
 from leae_jax import data
 from leae_jax import metrics as metrics_lib
+from leae_jax import modalities
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import sigreg as sigreg_lib
@@ -45,6 +46,8 @@ def eval_step(
 ) -> dict[str, jax.Array]:
   """Objective parts on a test batch plus per-image reconstruction metrics.
 
+  The per-example metrics are the model's modality's (`modalities.py`:
+  MSE, PSNR, SSIM of images; MSE, MAE, band energies of series).
   `images` holds the `S` slots of an evaluation global batch
   (`data.create_eval_loader`); its first `num_real` (`R`, static; default
   all) are the batch's real images when the batch is full, the rest padding
@@ -65,9 +68,7 @@ def eval_step(
   out = {f"parts/{k}": v for k, v in aux["parts"].items()}
   codes, _ = models.encode(model, state.params["encoder"], state.batch_stats, images, train=False)
   recon = models.decode(model, state.params["decoder"], codes)
-  out.update(mse=metrics_lib.per_image_mse(recon, images),
-             psnr=metrics_lib.per_image_psnr(recon, images),
-             ssim=metrics_lib.per_image_ssim(recon, images),
+  out.update(modalities.get(model.modality).metrics(recon, images),
              codes=codes, images=images, reconstruction=recon)
   if mask is not None:
     mask_params = mask.sample(key, real.shape)
@@ -103,6 +104,8 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   """
   c = trainer.config
   num_real = int(c.eval_batch_size)
+  modality = modalities.get(trainer.model.modality)
+  per_example = modality.metric_names + MASKED_METRICS
   loader = data.create_eval_loader(
       c.dataset, "test", batch_size=num_real, multiple=trainer.data_shards, max_batches=max_batches,
       **data.config_options(c))
@@ -129,7 +132,7 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
         if weights[:num_real].sum() == num_real:  # batch-statistics dependent: full batches only
           sums[k] = sums.get(k, 0.0) + float(v)
           counts[k] = counts.get(k, 0.0) + 1
-      elif k in PER_IMAGE_METRICS:
+      elif k in per_example:
         sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * weights))
         counts[k] = counts.get(k, 0.0) + float(weights.sum())
     if collect_codes:
@@ -141,13 +144,17 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   if not counts:
     raise ValueError(f"The {c.dataset} test split produced no evaluation batch.")
   results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}
-  results["num_images"] = counts.get("psnr", 0.0)
+  results["num_images"] = counts.get("mse", 0.0)
+  results = modality.summarise(results)
   return EvalResult(results, shown or {},
                     np.concatenate(codes) if codes else None,
                     np.concatenate(labels) if labels else None)
 
 
-PER_IMAGE_METRICS = ("mse", "psnr", "ssim", "masked_psnr", "hole_psnr")
+#: Per-example metrics of the masked objectives' holes (any modality).
+MASKED_METRICS = ("masked_psnr", "hole_psnr")
+#: The per-example metrics of images (`modalities.get('image').metric_names` + the masked ones).
+PER_IMAGE_METRICS = ("mse", "psnr", "ssim") + MASKED_METRICS
 GRID_ROWS = ("images", "reconstruction", "masked_input", "masked_reconstruction")
 
 

@@ -1,9 +1,14 @@
-"""Reconstruction metrics on [0, 1] pixels, per image (pure jnp, jit-able)."""
+"""Reconstruction metrics, per example (pure jnp, jit-able).
+
+Images: MSE, PSNR (on [0, 1] pixels) and SSIM. Series (normalised scale):
+MSE, MAE and the error energy per frequency band (`band_energies`).
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # PSNR of a perfect reconstruction would be infinite; clamp the MSE so the
 # number stays finite and averageable (caps PSNR at 100 dB).
@@ -11,12 +16,43 @@ _MIN_MSE = 1e-10
 
 
 def per_image_mse(a: jax.Array, b: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """`(N,)` mean squared error per image, optionally only where `mask` (N,H,W,1) is 1."""
+  """`(N,)` mean squared error per example (image or series), optionally only where
+  `mask` ((N, H, W, 1) or (N, L, 1)) is 1."""
   err = jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32))
+  axes = tuple(range(1, err.ndim))
   if mask is None:
-    return jnp.mean(err, axis=(1, 2, 3))
+    return jnp.mean(err, axis=axes)
   mask = jnp.broadcast_to(mask.astype(jnp.float32), err.shape)
-  return jnp.sum(err * mask, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(mask, axis=(1, 2, 3)), 1.0)
+  return jnp.sum(err * mask, axis=axes) / jnp.maximum(jnp.sum(mask, axis=axes), 1.0)
+
+
+def per_example_mae(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`(N,)` mean absolute error per example."""
+  err = jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))
+  return jnp.mean(err, axis=tuple(range(1, err.ndim)))
+
+
+#: Frequency bands of the spectral error, as fractions of the Nyquist
+#: frequency: `low < f <= high` (the first band holds the mean too). For a
+#: 128-step series: periods of 16 steps and more, 8–16, 4–8 and 2–4 steps.
+SPECTRAL_BANDS = ((0.0, 0.125), (0.125, 0.25), (0.25, 0.5), (0.5, 1.0))
+
+
+def band_energies(series: jax.Array, bands=SPECTRAL_BANDS) -> jax.Array:
+  """`(N, len(bands))` energy of each series `(N, L, C)` in each frequency band.
+
+  The real-FFT bins along time, weighted so that the energies of all bins
+  add up to `Σ_t,c x²` (Parseval: the bins between the mean and Nyquist
+  stand for two of the full spectrum); summed over channels.
+  """
+  length = series.shape[1]
+  spectrum = jnp.fft.rfft(series.astype(jnp.float32), axis=1)
+  power = jnp.sum(jnp.square(jnp.abs(spectrum)), axis=-1) / length  # (N, F)
+  k = np.arange(length // 2 + 1)
+  weight = np.where((k == 0) | (2 * k == length), 1.0, 2.0)
+  f = k / (length / 2)
+  masks = np.stack([(f > lo if lo > 0 else f >= 0) & (f <= hi) for lo, hi in bands], axis=1)
+  return power @ jnp.asarray(weight[:, None] * masks, jnp.float32)
 
 
 def psnr_from_mse(mse: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -637,7 +637,10 @@ class Autoencoder(nn.Module):
   `arch` picks the architecture (`ARCHS`): `'residual'` (`Encoder` /
   `Decoder`) or `'first'` (`FirstEncoder` / `FirstDecoder`, spatial codes
   only; `pool`, `pool_channels` and `dense_precision` are unused there).
+  The 1-D model of sequences is `series_models.SeriesAutoencoder`.
   """
+
+  modality: ClassVar[str] = "image"  # the kind of data (views.MODALITIES)
 
   hidden: int = 64
   latent_channels: int = 32
@@ -687,6 +690,11 @@ class Autoencoder(nn.Module):
 
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     return self.decode(self.encode(x, train=train))
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """Shape of one input image (without the batch axis)."""
+    return (self.image_size, self.image_size, self.image_channels)
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
@@ -822,9 +830,13 @@ def create_model(config: ml_collections.ConfigDict, *, image_size: int, image_ch
   )
 
 
-def init_variables(model: Autoencoder, key: jax.Array, batch_size: int = 2) -> dict:
-  """Initial `{'params', 'batch_stats'}` for `model` (shape-only dummy input)."""
-  x = jnp.zeros((batch_size, model.image_size, model.image_size, model.image_channels), jnp.float32)
+def init_variables(model: nn.Module, key: jax.Array, batch_size: int = 2) -> dict:
+  """Initial `{'params', 'batch_stats'}` for `model` (shape-only dummy input).
+
+  `model` is an `Autoencoder` or any model with an `input_shape` (the series
+  model of `series_models`).
+  """
+  x = jnp.zeros((batch_size, *model.input_shape), jnp.float32)
   # Jitted: eager initialisation compiles every initializer op separately (slow).
   return dict(jax.jit(functools.partial(model.init, train=False))(key, x))
 

@@ -425,17 +425,22 @@ def _split_list(value: Any) -> list[str]:
   return [str(v) for v in value]
 
 
-def _view(name: str, view_args: Any, field: str = "objective.views") -> views_lib.View:
+def _view(name: str, view_args: Any, field: str = "objective.views",
+          modality: str = "image") -> views_lib.View:
   kwargs = dict(view_args.get(name, {}) or {}) if view_args else {}
   try:
-    return views_lib.get_view(name, **kwargs)
+    return views_lib.get_view(name, modality=modality, **kwargs)
   except (ValueError, TypeError) as err:  # name the config field the bad value came from
-    where = f"objective.view_args.{name}" if name in views_lib.names() else field
+    where = f"objective.view_args.{name}" if name in views_lib.names(modality) else field
     raise ValueError(f"{where}: {err}") from err
 
 
-def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View, float]]:
-  """`config.views` ('a,b' or a list) + optional `view_weights` → [(View, weight)]."""
+def parse_views(config: ml_collections.ConfigDict,
+                modality: str = "image") -> list[tuple[views_lib.View, float]]:
+  """`config.views` ('a,b' or a list) + optional `view_weights` → [(View, weight)].
+
+  The views are looked up in `modality`'s namespace (the model's, `model.modality`).
+  """
   view_names = _split_list(config.views)
   weights = [float(w) for w in _split_list(config.view_weights)] or [1.0] * len(view_names)
   if len(weights) != len(view_names):
@@ -445,7 +450,8 @@ def parse_views(config: ml_collections.ConfigDict) -> list[tuple[views_lib.View,
     )
   if any(w < 0 for w in weights) or (view_names and sum(weights) <= 0):
     raise ValueError(f"objective.view_weights must be non-negative with a positive sum, got {weights}.")
-  return [(_view(name, config.view_args), w) for name, w in zip(view_names, weights)]
+  return [(_view(name, config.view_args, modality=modality), w)
+          for name, w in zip(view_names, weights)]
 
 
 def _check(field: str, value: Any, ok: bool, valid: str) -> None:
@@ -507,7 +513,7 @@ def _bind(fn: Callable[..., Any], model: models.Autoencoder, **kw: Any) -> LossF
           reads=("views", "view_weights", "view_args", "plain_weight", "sigreg_on",
                  "judge_updates_norm") + _SIGREG_FIELDS)
 def _self_teaching(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
-  views, plain_weight = parse_views(config), float(config.plain_weight)
+  views, plain_weight = parse_views(config, model.modality), float(config.plain_weight)
   _check("plain_weight", plain_weight, plain_weight >= 0, ">= 0")
   if not views and plain_weight <= 0:
     raise ValueError("objective 'self_teaching' needs objective.views or a positive objective.plain_weight.")
@@ -521,8 +527,8 @@ def _self_teaching(config: ml_collections.ConfigDict, model: models.Autoencoder)
 @register("masked_self_teaching", judged=True, masked=True,
           reads=("crop_view", "view_args", "masked_updates_norm") + _SIGREG_FIELDS)
 def _masked_self_teaching(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
-  mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
-  crop = _view(config.crop_view, config.view_args, "objective.crop_view")
+  mask = views_lib.get_view("inpaint", modality=model.modality, mask_ratio=mask_ratio(config))
+  crop = _view(config.crop_view, config.view_args, "objective.crop_view", model.modality)
   return _bind(masked_self_teaching_loss, model, crop=crop, mask=mask, sigreg=sigreg_spec(config),
                masked_updates_norm=bool(config.masked_updates_norm))
 
@@ -534,7 +540,7 @@ def _mse_baseline(config: ml_collections.ConfigDict, model: models.Autoencoder) 
 
 @register("masked_mse", judged=False, masked=True, reads=_SIGREG_FIELDS)
 def _masked_mse_baseline(config: ml_collections.ConfigDict, model: models.Autoencoder) -> LossFn:
-  mask = views_lib.get_view("inpaint", mask_ratio=mask_ratio(config))
+  mask = views_lib.get_view("inpaint", modality=model.modality, mask_ratio=mask_ratio(config))
   return _bind(masked_mse_loss, model, mask=mask, sigreg=sigreg_spec(config))
 
 

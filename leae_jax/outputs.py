@@ -173,3 +173,44 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def series_grid(rows: Sequence[np.ndarray], *, max_channels: int = 3, columns: int = 4,
+                labels: Sequence[str] = ("input", "reconstruction", "masked input",
+                                         "masked reconstruction")) -> np.ndarray:
+  """Series against their reconstructions, one panel per example; returns HWC float in [0, 1].
+
+  `rows` are batches `(N, L, C)` in the order of `evaluation.grid_rows`
+  (input, reconstruction, then the masked input and reconstruction of masked
+  runs). Each panel draws the first `max_channels` channels of one example,
+  one colour per channel: the input solid, the reconstruction dashed, the
+  others dotted / dash-dotted.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = [np.asarray(r, np.float32) for r in rows]
+  n = rows[0].shape[0]
+  cols = max(1, min(columns, n))
+  grid_rows = max(1, math.ceil(n / cols))
+  fig, axes = plt.subplots(grid_rows, cols, figsize=(3.2 * cols, 2.0 * grid_rows), squeeze=False,
+                           sharex=True)
+  styles = ("-", "--", ":", "-.")
+  for j, ax in enumerate(axes.flat):
+    if j >= n:
+      ax.axis("off")
+      continue
+    for i, row in enumerate(rows[:len(styles)]):
+      for ch in range(min(max_channels, row.shape[-1])):
+        ax.plot(row[j, :, ch], styles[i], color=f"C{ch}", linewidth=1.0 if i else 1.4,
+                label=f"{labels[i] if i < len(labels) else i}" if ch == 0 else None)
+    ax.tick_params(labelsize=6)
+    ax.grid(alpha=0.3)
+  axes.flat[0].legend(fontsize=6, loc="upper right")
+  fig.tight_layout()
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba(), np.float32)[..., :3] / 255.0
+  plt.close(fig)
+  return image

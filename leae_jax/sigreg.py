@@ -149,8 +149,9 @@ def sigreg(
 
   Args:
     latents: `(N, D)` pooled codes (one sample set), or `(N, H, W, D)` spatial
-      codes, treated as `H·W` sample sets of N samples each; the statistic is
-      averaged over positions.
+      codes, treated as `H·W` sample sets of N samples each, or `(N, L, D)`
+      codes of series, `L` sample sets; the statistic is averaged over
+      positions.
     key: PRNG key for the random directions. Every position (and every device
       or host given the same key) uses the same directions.
     num_slices: number of random directions K.
@@ -161,6 +162,8 @@ def sigreg(
     The mean over directions (and positions) of the per-direction statistic.
   """
   z = latents.astype(jnp.float32)
+  if z.ndim == 3:  # a series' code: its L positions as an L x 1 map
+    z = z[:, :, None, :]
   if z.ndim == 2:
     a = random_directions(key, z.shape[-1], num_slices)
     return jnp.mean(epps_pulley(z @ a, num_knots=num_knots, t_max=t_max))
@@ -171,5 +174,5 @@ def sigreg(
     per_position = jax.vmap(lambda p: epps_pulley(p, num_knots=num_knots, t_max=t_max))(proj)
     return jnp.mean(per_position)
   raise ValueError(
-      f"sigreg expects latents of shape (N, D) or (N, H, W, D), got {latents.shape}."
+      f"sigreg expects latents of shape (N, L, D), (N, D) or (N, H, W, D), got {latents.shape}."
   )

@@ -28,6 +28,7 @@ from leae_jax import console
 from leae_jax import data
 from leae_jax import distributed
 from leae_jax import evaluation
+from leae_jax import modalities
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
@@ -50,7 +51,13 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   config = ml_collections.ConfigDict(config.to_dict())
   base_config.check_scalars(config)
+  modality = modalities.get(config.modality)
   info = data.dataset_info(config.dataset)
+  if info.modality != modality.name:
+    others = ", ".join(n for n in data.valid_names() if data.dataset_info(n).modality == modality.name)
+    raise ValueError(f"dataset={config.dataset!r} is not valid for modality={modality.name!r}: it "
+                     f"holds {info.modality} data; the "
+                     f"{modality.name} datasets are {others}.")
   if config.image_size in (-1, None):
     config.image_size = info.image_size
   config.image_channels = info.channels
@@ -205,7 +212,7 @@ def check_traces(model: models.Autoencoder, objective: objectives.Objective,
   Every shape the model and views need is checked here, in about a second, so
   that e.g. a width the skips cannot split fails in one line at start-up.
   """
-  shape = (2, config.image_size, config.image_size, config.image_channels)
+  shape = (2, *model.input_shape)
 
   def loss(key, images):
     variables = models.init_variables(model, key)
@@ -218,7 +225,9 @@ def check_traces(model: models.Autoencoder, objective: objectives.Objective,
     m = config.model
     raise ValueError(
         f"model.arch={m.arch!r} with model.hidden={m.hidden}, model.latent_channels="
-        f"{m.latent_channels} on {config.image_size}px images does not fit objective "
+        f"{m.latent_channels} on "
+        f"{modalities.get(model.modality).describe_input(config.image_size, config.image_channels)} "
+        f"does not fit objective "
         f"{config.objective.name!r} (views {config.objective.views!r}): "
         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
 
@@ -247,8 +256,10 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict,
                devices: list[jax.Device] | None = None):
     self.config = config
-    self.model = models.create_model(config.model, image_size=config.image_size,
-                                     image_channels=config.image_channels)
+    # The kind of data picks the model family, the views and the metrics (modalities.py).
+    self.modality = modalities.get(config.modality)
+    self.model = self.modality.create_model(config.model, config.image_size,
+                                            config.image_channels)
     self.objective = objectives.create_objective(config.objective, self.model)
     self.optimizer, self.schedule = create_optimizer(config)
     # Prepared records are uint8 at training size; their batches stay uint8 on
@@ -256,7 +267,8 @@ class Trainer:
     self.uint8_images = config.prepared_dir is not None
     # Evaluation holes have their own ratio: the published masked-MSE baseline
     # trained at 0.5 but was compared with the self-teaching model at 0.35.
-    self.mask = (views.get_view("inpaint", mask_ratio=self.objective.eval_mask_ratio)
+    self.mask = (views.get_view("inpaint", modality=self.model.modality,
+                                mask_ratio=self.objective.eval_mask_ratio)
                  if self.objective.masked else None)
     mesh_config = config.mesh
     self.mesh = sharding.create_mesh(mesh_config, devices)
@@ -296,7 +308,7 @@ class Trainer:
     state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         jax.eval_shape(self.init_state), self.state_sharding)
-    shape = (c.batch_size, c.image_size, c.image_size, c.image_channels)
+    shape = (c.batch_size, *self.model.input_shape)
     dtype = jnp.uint8 if self.uint8_images else jnp.float32
     return state, jax.ShapeDtypeStruct(shape, dtype, sharding=self.data_sharding)
 
@@ -433,7 +445,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
     results, shown, _, _ = trainer.evaluate(state, max_batches=config.eval_batches)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     if shown:
-      grid = writer.write_image(step, "eval/grid", outputs.image_grid(evaluation.grid_rows(shown)))
+      grid = writer.write_image(step, "eval/grid",
+                                trainer.modality.picture(evaluation.grid_rows(shown)))
       if grid:
         grids.append(grid)
     progress.write(f"eval @ {step}: {console.format_eval(results)}")

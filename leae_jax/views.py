@@ -11,7 +11,9 @@ applied to the real image and to its reconstruction (`View.pair`). Views are
 built by name from a registry (`get_view('crop_resize', crop_ratio=0.15)`), and
 a notebook can add its own with `@register('name')`.
 
-All views keep the image shape and map [0, 1] images to [0, 1] images.
+All image views keep the image shape and map [0, 1] images to [0, 1] images.
+The views of sequences `(N, L, C)` live in `series_views`, in the registry's
+`sequence` namespace (`get_view(name, modality='sequence')`).
 """
 
 from __future__ import annotations
@@ -61,40 +63,57 @@ def deterministic(name: str, fn: Callable[[jax.Array], jax.Array]) -> View:
 # ---------------------------------------------------------------------------
 # Registry.
 
-_REGISTRY: dict[str, Callable[..., View]] = {}
+#: The kinds of data views apply to. Each has its own namespace of view names
+#: (`register(..., modality=...)`): `image` views take `(N, H, W, C)` batches in
+#: [0, 1]; `sequence` views (`series_views`) take `(N, L, C)` batches of
+#: normalised series. One name may mean the analogous view in each namespace
+#: (`crop_resize`, `patch_mask`, ...), so the config variants apply to both.
+MODALITIES = ("image", "sequence")
+
+_REGISTRY: dict[str, dict[str, Callable[..., View]]] = {m: {} for m in MODALITIES}
 
 
-def register(name: str) -> Callable[[Callable[..., View]], Callable[..., View]]:
-  """Decorator registering a view factory `(**kwargs) -> View` under `name`."""
+def _namespace(modality: str) -> dict[str, Callable[..., View]]:
+  if modality not in _REGISTRY:
+    raise ValueError(f"Unknown modality {modality!r}; valid: {', '.join(MODALITIES)}.")
+  return _REGISTRY[modality]
+
+
+def register(name: str, *, modality: str = "image") -> Callable[[Callable[..., View]], Callable[..., View]]:
+  """Decorator registering a view factory `(**kwargs) -> View` under `name` for `modality`."""
+  namespace = _namespace(modality)
 
   def wrap(factory: Callable[..., View]) -> Callable[..., View]:
-    _REGISTRY[name] = factory
+    namespace[name] = factory
     return factory
 
   return wrap
 
 
-def names() -> list[str]:
-  """Registered view names."""
-  return sorted(_REGISTRY)
+def names(modality: str = "image") -> list[str]:
+  """Registered view names of `modality`."""
+  return sorted(_namespace(modality))
 
 
-def default_args() -> dict[str, dict[str, Any]]:
+def default_args(modality: str = "image") -> dict[str, dict[str, Any]]:
   """Every registered view's keyword arguments and their defaults, by view name.
 
-  The base config's `objective.view_args` starts from this, so each view's
-  arguments can be overridden from the command line in every config.
+  The base config's `objective.view_args` starts from this (for the config's
+  modality), so each view's arguments can be overridden from the command line
+  in every config.
   """
   return {name: {k: p.default for k, p in inspect.signature(factory).parameters.items()
                  if p.default is not inspect.Parameter.empty}
-          for name, factory in sorted(_REGISTRY.items())}
+          for name, factory in sorted(_namespace(modality).items())}
 
 
-def get_view(name: str, **kwargs: Any) -> View:
-  """Builds the registered view `name` with keyword arguments `kwargs`."""
-  if name not in _REGISTRY:
-    raise ValueError(f"Unknown view {name!r}; valid views: {', '.join(names())}.")
-  factory = _REGISTRY[name]
+def get_view(name: str, *, modality: str = "image", **kwargs: Any) -> View:
+  """Builds the registered view `name` of `modality` with keyword arguments `kwargs`."""
+  namespace = _namespace(modality)
+  if name not in namespace:
+    kind = "" if modality == "image" else f" {modality}"  # image messages as they always were
+    raise ValueError(f"Unknown{kind} view {name!r}; valid{kind} views: {', '.join(names(modality))}.")
+  factory = namespace[name]
   accepted = inspect.signature(factory).parameters
   unknown = sorted(set(kwargs) - set(accepted))
   if unknown:
@@ -414,3 +433,8 @@ def local_contrast(kernel_size: int = 5, epsilon: float = 1e-4) -> View:
 
 
 DETAIL_STACK = ("blur", "saturation_contrast", "sobel", "high_pass", "local_contrast")
+
+
+# The sequence views register themselves in the `sequence` namespace; imported
+# here so that every user of the registry sees them.
+from leae_jax import series_views  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position

@@ -158,7 +158,7 @@ def test_low_precision_input_is_computed_in_float32():
 
 def test_bad_shapes_raise_clear_errors():
   with pytest.raises(ValueError, match=r"\(N, D\) or \(N, H, W, D\)"):
-    sigreg_lib.sigreg(jnp.zeros((4, 2, 3)), jax.random.key(0))
+    sigreg_lib.sigreg(jnp.zeros((4, 2, 3, 1, 1)), jax.random.key(0))  # (N, L, D) is a series' code
   with pytest.raises(ValueError, match=r"\(N, K\)"):
     sigreg_lib.epps_pulley(jnp.zeros((4,)))
 

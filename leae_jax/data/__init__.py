@@ -20,6 +20,10 @@ Datasets:
   celeb_a        TFDS (ArrayRecord), the central 128×128 window of the 178×218 aligned
                  faces (no resizing, as the published runs); unlabelled (label -1).
 
+Sequence datasets (`series`: records `{'image': float32 (L, C), 'label'}`,
+normalised per channel): `synthetic_series` (procedural) and
+`uea_basic_motions` (UEA BasicMotions, from the files sktime ships).
+
 TFDS datasets must be available in ArrayRecord format (`tfds.data_source` is random
 access); when they are not and cannot be downloaded, `DatasetUnavailableError` says
 how to provide them by hand. TensorFlow Datasets is imported lazily so that `shapes`
@@ -71,6 +75,8 @@ from leae_jax.data.sources import (
     valid_names,
 )
 from leae_jax.data.prepared import PreparedDataError, PreparedSource
+# The sequence datasets (modality 'sequence') register themselves on import.
+from leae_jax.data import series
 from leae_jax.data.transforms import (
     CenterCropSquare,
     CenterCropWindow,
@@ -120,4 +126,5 @@ __all__ = [
     "read_idx",
     "valid_names",
     "config_options",
+    "series",
 ]

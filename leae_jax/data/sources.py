@@ -90,8 +90,14 @@ class DatasetInfo:
     native_size: (height, width) of the stored images; None when generated at any size.
     tfds_name: TFDS builder name, or None for datasets not served by TFDS.
     fit: default way to bring stored images to `image_size` (see `preprocess_ops`).
+    modality: the kind of data (`modalities.py`): 'image', or 'sequence' for
+      series `(L, C)`, whose `image_size` is the length and `channels` the
+      channels (`data.series`).
     opener: Opens a split: `opener(info, split, options: SourceOptions)` returns
       its source of raw records (`open` calls it).
+    preprocess: For datasets that are not images: `preprocess(info, size)`
+      returns the grain transforms from raw records to model inputs
+      (`preprocess_ops` uses the image transforms when it is None).
   """
 
   name: str
@@ -106,8 +112,11 @@ class DatasetInfo:
   native_size: tuple[int, int] | None = None
   tfds_name: str | None = None
   fit: str = "auto"
+  modality: str = "image"
   opener: Callable[[DatasetInfo, str, SourceOptions], Any] = dataclasses.field(
       kw_only=True, repr=False, compare=False)
+  preprocess: Callable[[DatasetInfo, int], list] | None = dataclasses.field(
+      default=None, kw_only=True, repr=False, compare=False)
 
   def split_name(self, split: str) -> str:
     """Maps 'train'/'test' to the underlying split name."""
@@ -514,6 +523,12 @@ _REGISTRY: dict[str, DatasetInfo] = {
         ),
     )
 }
+
+
+def register(info: DatasetInfo) -> DatasetInfo:
+  """Adds a dataset to the registry (the sequence datasets of `data.series` use it)."""
+  _REGISTRY[info.name] = info
+  return info
 
 
 def valid_names() -> tuple[str, ...]:

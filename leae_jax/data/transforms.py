@@ -175,6 +175,8 @@ def preprocess_ops(
   size = int(image_size or info.image_size)
   if size <= 0:
     raise ValueError(f"image_size must be positive, got {size}.")
+  if info.preprocess is not None:  # not images: the dataset's own transforms (data.series)
+    return info.preprocess(info, size)
   ops: list[grain.transforms.Map] = [ToImageLabel()]
   if fitted:
     return ops + ([ToFloatImage()] if to_float else [])
