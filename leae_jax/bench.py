@@ -100,7 +100,7 @@ def measure_train_step(config: ml_collections.ConfigDict, *, steps: int = 20,
   state = trainer.init_state()
   rng = np.random.default_rng(seed)
   local = config.batch_size // jax.process_count()
-  shape = (local, config.image_size, config.image_size, config.image_channels)
+  shape = (local, *trainer.model.input_shape)
   # A few distinct batches already on the device: the step, not the transfer.
   # uint8 where the run's batches are (prepared records), as training feeds them.
   draw = ((lambda: rng.integers(0, 256, size=shape, dtype=np.uint8)) if trainer.uint8_images
