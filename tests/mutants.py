@@ -266,9 +266,9 @@ MUTANTS = [
            "  return -10.0 * jnp.log(jnp.maximum(mse, _MIN_MSE))",
            (E + "test_psnr_of_known_pairs", EVAL_PADDING)),
     Mutant("psnr_of_batch_mean_mse", "evaluation reports the PSNR of the batch-mean MSE per image",
-           "leae_jax/evaluation.py",
+           "leae_jax/modalities.py",  # the image metrics of evaluation.eval_step
            "psnr=metrics_lib.per_image_psnr(recon, images),",
-           "psnr=jnp.broadcast_to(metrics_lib.psnr_from_mse(jnp.mean(metrics_lib.per_image_mse("
+           "psnr=jax.numpy.broadcast_to(metrics_lib.psnr_from_mse(jnp.mean(metrics_lib.per_image_mse("
            "recon, images))), images.shape[:1]),",
            (EVAL_PADDING,)),
     Mutant("eval_padding_weights_ignored", "the padded repeats of the last test image are counted",
