@@ -177,3 +177,50 @@ def test_upsample_conv_module_keeps_the_nn_conv_parameters():
   assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape, conv_params)
   # Same initialisers, same key: identical initial values.
   np.testing.assert_array_equal(params["kernel"], conv_params["kernel"])
+
+
+def test_conv_module_is_nn_conv_with_the_same_parameters_and_values():
+  # Written out so that its kernel gradient can be chunked (`conv2d`); it must
+  # stay nn.Conv's 2-D case: same parameter tree, initial values and outputs.
+  kw = dict(strides=(2, 2), padding=((1, 1), (1, 1)),
+            kernel_init=models.initializers("pytorch", 27)[0],
+            bias_init=models.initializers("pytorch", 27)[1])
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 3)), jnp.float32)
+  ours, theirs = models.Conv(6, (3, 3), **kw), nn.Conv(6, (3, 3), **kw)
+  params = ours.init(jax.random.key(1), x)
+  chex.assert_trees_all_equal(params, theirs.init(jax.random.key(1), x))
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, side, stride, kernel", [(16, 16, 1, 3), (16, 32, 2, 4), (24, 16, 2, 3)])
+def test_chunked_kernel_gradient_is_the_whole_batch_gradient(batch, side, stride, kernel):
+  rng = np.random.default_rng(side)
+  x = jnp.asarray(rng.normal(size=(batch, side, side, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 7)) * 0.2, jnp.float32)
+  pad = ((1, 1), (1, 1))
+  out_positions = (side // stride) ** 2
+  # These shapes are cut into several chunks (the point of the test).
+  assert models._kernel_grad_chunks(batch, out_positions, models.KERNEL_GRAD_CHUNK) > 1
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+  ours = lambda x, k: models.conv2d(x, k, (stride, stride), pad)
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), pad,
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
+  want = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, k)
+  np.testing.assert_array_equal(got[0], want[0])  # the input gradient is XLA's own
+  np.testing.assert_allclose(got[1], want[1], rtol=2e-5, atol=2e-5 * float(jnp.abs(want[1]).max()))
+
+
+def test_kernel_gradient_chunks_divide_the_rows_and_only_cpu_lowers_them():
+  assert models._kernel_grad_chunks(128, 256, 1024) == 32  # 16×16 maps: 4 images a chunk
+  assert models._kernel_grad_chunks(128, 16, 1024) == 2
+  assert models._kernel_grad_chunks(12, 256, 1024) == 3  # a divisor of the rows
+  assert models._kernel_grad_chunks(128, 256, 0) == 1
+  grad = jax.jit(jax.grad(lambda x, k: jnp.sum(models.conv2d(x, k, (1, 1), ((1, 1), (1, 1)))),
+                          argnums=1))
+  args = (jax.ShapeDtypeStruct((16, 16, 16, 4), jnp.float32),
+          jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32))
+  convs = {p: jax.export.export(grad, platforms=[p])(*args).mlir_module().count("convolution")
+           for p in ("cpu", "cuda", "tpu")}
+  # GPU and TPU get XLA's one kernel-gradient convolution; the CPU the 4 chunks'.
+  assert convs["cuda"] == convs["tpu"] == 1 and convs["cpu"] == 4, convs
