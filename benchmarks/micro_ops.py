@@ -11,7 +11,10 @@ Prints JSON lines, milliseconds (median of 5 blocks of 5 calls):
   every knot, autodiff) vs the library's angle-addition scan with its
   hand-written backward;
 * `conv_grads`: a 3x3 convolution's forward, input gradient and kernel
-  gradient separately — XLA:CPU's kernel gradient is what still costs most.
+  gradient separately (XLA's whole-batch kernel gradient);
+* `kernel_grad`: every parameter-carrying convolution of the CIFAR step, its
+  kernel gradient as XLA computes it for the whole batch vs `models.conv2d`'s
+  (summed over batch chunks of ~1024 output positions on CPU).
 """
 
 import json
@@ -95,6 +98,29 @@ def main():
         "op": "conv_grads", "input": [128, side, side, cin], "features": cout,
         "fwd": timed(jax.jit(conv3x3), x, k), "input_grad": timed(grad_x, x, k, dy),
         "kernel_grad": timed(grad_k, x, k, dy),
+    }), flush=True)
+
+  # (layer, input side, in, out, kernel, stride, padding) of the CIFAR model.
+  layers = [("encoder stem", 32, 3, 64, 4, 2, 1), ("encoder down 0, stride 2", 16, 64, 128, 3, 2, 1),
+            ("encoder down 0, 3x3", 8, 128, 128, 3, 1, 1), ("encoder down 1, stride 2", 8, 128, 32, 3, 2, 1),
+            ("decoder up 0, sub-pixel phase", 4, 32, 128, 2, 1, (1, 0)),
+            ("decoder up 0, 3x3", 8, 128, 128, 3, 1, 1), ("decoder up 0, 1x1 skip", 4, 32, 128, 1, 1, 0),
+            ("decoder up 1, sub-pixel phase", 8, 128, 64, 2, 1, (1, 0)),
+            ("decoder up 1, 3x3", 16, 64, 64, 3, 1, 1), ("decoder up 1, 1x1 skip", 8, 128, 64, 1, 1, 0),
+            ("to_image, sub-pixel phase", 16, 64, 3, 2, 1, (1, 0))]
+  for name, side, cin, cout, size, stride, pad in layers:
+    pad = (pad, pad) if isinstance(pad, int) else pad
+    padding, strides = (pad, pad), (stride, stride)
+    x = jnp.asarray(rng.normal(size=(128, side, side, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(size, size, cin, cout)) * 0.05, jnp.float32)
+    xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
+    ours = lambda x, k: models.conv2d(x, k, strides, padding)
+    dy = jnp.ones(xla(x, k).shape, jnp.float32)
+    grad_k = lambda f: jax.jit(lambda x, k, dy: jax.vjp(lambda k: f(x, k), k)[1](dy)[0])
+    print(json.dumps({
+        "op": "kernel_grad", "layer": name, "input": [128, side, side, cin], "features": cout,
+        "kernel": size, "stride": stride,
+        "xla_whole_batch": timed(grad_k(xla), x, k, dy), "chunked": timed(grad_k(ours), x, k, dy),
     }), flush=True)
 
 
