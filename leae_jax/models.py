@@ -141,6 +141,9 @@ def split_batch(x: jax.Array) -> jax.Array:
 #: Output positions (images × rows × cols) per batch chunk of a convolution's
 #: kernel gradient on CPU (`conv2d`); 0 computes it in one piece.
 KERNEL_GRAD_CHUNK = 1024
+#: At most this many chunks (each is a convolution of its own in the compiled
+#: step: CelebA's 64×64 maps would otherwise take 128, and minutes to compile).
+MAX_KERNEL_GRAD_CHUNKS = 32
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -148,7 +151,7 @@ def _kernel_grad_chunks(rows: int, positions: int, target: int) -> int:
   """How many batch chunks the kernel gradient of a layer is summed over (a divisor of `rows`)."""
   if target <= 0:
     return 1
-  want = max(1, min(rows, round(rows * positions / target)))
+  want = max(1, min(rows, MAX_KERNEL_GRAD_CHUNKS, round(rows * positions / target)))
   return max(d for d in range(1, want + 1) if rows % d == 0)
 
 

@@ -216,6 +216,7 @@ def test_kernel_gradient_chunks_divide_the_rows_and_only_cpu_lowers_them():
   assert models._kernel_grad_chunks(128, 16, 1024) == 2
   assert models._kernel_grad_chunks(12, 256, 1024) == 3  # a divisor of the rows
   assert models._kernel_grad_chunks(128, 256, 0) == 1
+  assert models._kernel_grad_chunks(128, 64 * 64, 1024) == models.MAX_KERNEL_GRAD_CHUNKS
   grad = jax.jit(jax.grad(lambda x, k: jnp.sum(models.conv2d(x, k, (1, 1), ((1, 1), (1, 1)))),
                           argnums=1))
   args = (jax.ShapeDtypeStruct((16, 16, 16, 4), jnp.float32),
