@@ -309,3 +309,31 @@ def test_a_tiny_run_trains_evaluates_and_draws(tmp_path):
   assert picture.exists() and os.path.getsize(picture) > 1000
   image = outputs.series_grid([np.zeros((2, 32, 3)), np.ones((2, 32, 3))])
   assert image.ndim == 3 and image.shape[-1] == 3 and 0 <= image.min() <= image.max() <= 1
+
+
+def test_experiment_plans_resumes_and_reports_from_stored_results(tmp_path):
+  from leae_jax.experiments import timeseries as experiment
+
+  jobs = experiment.plan(["mse", "channel_mask"], ["mse", experiment.BEST], [0, 1, 2])
+  assert jobs[0] == experiment.Job(experiment.DATASETS["synthetic"], experiment.variant("mse"), 0)
+  # The comparison's runs on both datasets and seeds, seed 0's synthetic mse only once.
+  assert len(jobs) == len(set(jobs)) == 2 + 2 * 3 * 2 - 1 - (experiment.BEST == "channel_mask")
+  out = str(tmp_path / "results")
+  rng = np.random.default_rng(0)
+  for job in jobs:
+    path = experiment.result_path(out, job.dataset.name, job.variant.name, job.seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    row = dict(dataset=job.dataset.name, variant=job.variant.name, seed=job.seed,
+               mse=0.3 + 0.1 * (job.variant.name != "mse") + 0.01 * rng.normal(),
+               mae=0.4, probe_accuracy=0.5, total_wall_s=60.0,
+               **{f"spectral_error_b{i}": 0.2 * i for i in range(4)},
+               **{f"spectral_power_b{i}": 1.0 - 0.2 * i for i in range(4)})
+    with open(path, "w") as f:
+      import json
+      json.dump(row, f)
+  assert experiment.run(out, jobs, workdir_root=str(tmp_path / "w"), log=lambda _: None,
+                        train_fn=lambda *a: pytest.fail("a stored result was recomputed")) == 0
+  report = open(experiment.write_report(out, command="test")).read()
+  assert "## 1. Choosing the views" in report and "UEA BasicMotions" in report
+  assert "| self-teaching's error exceeds the MSE baseline's | `mse` | consistent" in report
+  assert os.path.exists(os.path.join(out, "spectral_error.png"))

@@ -66,6 +66,7 @@ class Variant:
   description: str
   views: str = ""  # objective.views override ("" keeps the variant's)
   plain_weight: float | None = None
+  overrides: tuple[tuple[str, Any], ...] = ()  # (dotted config field, value)
 
 
 VARIANTS = (
@@ -83,6 +84,12 @@ VARIANTS = (
             views="crop_resize,time_mask"),
     Variant("crop_filters", "crop_resize", "crop-resize + low / band / high pass",
             views="crop_resize,low_pass,band_pass,high_pass"),
+    Variant("crop_small", "crop_resize", "crop-resize, ratio 0.1–0.5 (stronger zoom)",
+            overrides=(("objective.view_args.crop_resize.crop_ratio", (0.1, 0.5)),)),
+    Variant("crop_plain", "crop_resize", "crop-resize + plain term, (crop + plain)/2",
+            plain_weight=1.0),
+    Variant("crop_amplitude", "crop_resize", "crop-resize + amplitude/offset",
+            views="crop_resize,amplitude_offset"),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 EXPLORE = tuple(v for v in VARIANT_NAMES)
@@ -107,6 +114,8 @@ def run_config(dataset: Dataset, var: Variant, *, seed: int, steps: int | None =
     c.objective.views = var.views
   if var.plain_weight is not None:
     c.objective.plain_weight = var.plain_weight
+  if var.overrides:
+    c.update_from_flattened_dict(dict(var.overrides))
   c.seed = seed
   if steps:
     c.num_train_steps = steps
