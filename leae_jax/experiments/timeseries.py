@@ -175,7 +175,10 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, steps: int | None =
     log(f"[{i + 1}/{len(todo)}] {d} {name} seed {job.seed}")
     workdir = os.path.join(workdir_root, d, name, f"seed{job.seed}")
     start = time.perf_counter()
-    train_fn(run_config(job.dataset, job.variant, seed=job.seed, steps=steps), workdir)
+    trained = train_fn(run_config(job.dataset, job.variant, seed=job.seed, steps=steps), workdir)
+    if isinstance(trained, dict) and trained.get("preempted"):  # SIGTERM: resume it next time
+      log(f"stopped by SIGTERM at step {trained.get('step')}; rerun to resume")
+      return i
     train_wall = time.perf_counter() - start
     res = evaluate.evaluate_workdir(workdir, probe_train_examples=job.dataset.probe_train_examples,
                                     figures=False)
