@@ -20,6 +20,11 @@ fields (`hidden`, `latent_channels`, `dtype`, `init`, `conv_precision`,
 Params are `{'encoder', 'decoder'}` and the batch-norm statistics live under
 `encoder`, as in `models.Autoencoder`, so `models.encode` / `models.decode`,
 the objectives, the judges and the train state work unchanged.
+
+Inside, a series runs as an `(N, L, 1, C)` map and every convolution is the
+image model's 2-D `models.Conv` with a `(k, 1)` kernel: the same function and
+parameter count as a 1-D convolution, and the same fast CPU kernel gradient
+(`models.conv2d`). Codes and outputs are `(N, L/8, c)` and `(N, L, C)`.
 """
 
 from __future__ import annotations
@@ -38,14 +43,14 @@ DOWNSAMPLE = models.DOWNSAMPLE
 
 
 def space_to_depth_1d(x: jax.Array, block: int = 2) -> jax.Array:
-  """`(N, L, C)` → `(N, L/b, C·b)`, channels ordered (c, dt)."""
-  n, length, c = x.shape
+  """`(N, L, 1, C)` → `(N, L/b, 1, C·b)` along time, channels ordered (c, dt)."""
+  n, length, _, c = x.shape
   return x.reshape(n, length // block, block, c).transpose(0, 1, 3, 2).reshape(
-      n, length // block, c * block)
+      n, length // block, 1, c * block)
 
 
 def upsample_nearest_1d(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of an `(N, L, C)` map by an integer factor."""
+  """Nearest-neighbour upsampling of an `(N, L, 1, C)` map along time by an integer factor."""
   return jnp.repeat(x, factor, axis=1)
 
 
@@ -54,9 +59,10 @@ def _conv(features: int, kernel: int, stride: int, dtype: Dtype, *, in_features:
   # As the image model's `_conv`: PyTorch's padding k//2 (k odd) and 1 for the
   # k4/s2 stem, so lengths halve exactly.
   pad = 1 if kernel == 4 else kernel // 2
+  # A (k, 1) kernel on the (N, L, 1, C) map: a 1-D convolution along time.
   kernel_init, bias_init = models.initializers(initializer, in_features * kernel)
-  return models.Conv(features, (kernel,), strides=(stride,), padding=((pad, pad),), dtype=dtype,
-                     param_dtype=jnp.float32, precision=models.PRECISIONS[precision],
+  return models.Conv(features, (kernel, 1), strides=(stride, 1), padding=((pad, pad), (0, 0)),
+                     dtype=dtype, param_dtype=jnp.float32, precision=models.PRECISIONS[precision],
                      kernel_init=kernel_init, bias_init=bias_init, name=name)
 
 
@@ -110,12 +116,12 @@ class SeriesEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
-    x = x.astype(self.dtype)
+    x = x.astype(self.dtype)[:, :, None, :]  # (N, L, 1, C)
     h = nn.silu(_conv(self.hidden, 4, 2, self.dtype, in_features=x.shape[-1], **kw)(x))
     h = DownBlock1D(2 * self.hidden, self.dtype, **kw)(h)
     h = DownBlock1D(self.latent_channels, self.dtype, **kw)(h)
     return models.CodeNorm(running_variance=self.norm_running_variance,
-                           name="code_norm")(h, train=train)
+                           name="code_norm")(h[:, :, 0, :], train=train)
 
 
 class SeriesDecoder(nn.Module):
@@ -130,12 +136,12 @@ class SeriesDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
-    h = z.astype(self.dtype)
+    h = z.astype(self.dtype)[:, :, None, :]  # (N, L/8, 1, c)
     h = UpBlock1D(2 * self.hidden, self.dtype, **kw)(h)
     h = UpBlock1D(self.hidden, self.dtype, **kw)(h)
     h = _conv(self.channels, 3, 1, self.dtype, in_features=self.hidden, name="to_series",
               **kw)(upsample_nearest_1d(h))
-    return h.astype(jnp.float32)
+    return h[:, :, 0, :].astype(jnp.float32)
 
 
 class SeriesAutoencoder(nn.Module):
