@@ -6,7 +6,8 @@ channels, 128 steps: sines, chirps, steps or spikes on a slow wave, with
 noise; normalised per channel), the 1-D residual autoencoder (hidden 32,
 16×4 code: 6× compression, 44 963 params), step-frozen judge, SIGReg 0.03 on
 the code, AdamW at a constant 1e-3, batch 64, 1500 steps (a few minutes on a
-2-core CPU). The views were chosen by the exploration in
+2-core CPU). The view, crop-resize of windows of 0.1–0.5 of the series (the
+sequence `crop_resize`'s default), was the best of the exploration in
 docs/results_timeseries.md.
 
 `python -m leae_jax.main --config=configs/timeseries.py --workdir=/tmp/leae/timeseries`

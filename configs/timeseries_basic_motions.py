@@ -7,7 +7,7 @@ with `pip install -e ".[timeseries]"`, read from its files; nothing is
 downloaded). The 100 steps are centre-cropped to 96, each channel normalised
 with the training split's statistics (`data.series`). The 1-D residual
 autoencoder (hidden 32, 12×8 code: 6× compression, 47 590 params),
-step-frozen judge, SIGReg 0.03, AdamW at a constant 1e-3, batch 20 (two
+step-frozen judge on crop-resize 0.1–0.5, SIGReg 0.03, AdamW at a constant 1e-3, batch 20 (two
 steps an epoch), 1000 steps (about a minute on a 2-core CPU).
 
 `python -m leae_jax.main --config=configs/timeseries_basic_motions.py --workdir=/tmp/leae/basic_motions`

@@ -71,7 +71,7 @@ def _masked(keep: jax.Array, series: jax.Array) -> jax.Array:
 
 
 @register("crop_resize")
-def crop_resize(crop_ratio: float | tuple[float, ...] = (0.25, 0.75)) -> views.View:
+def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> views.View:
   """A random window of `max(1, floor(r·L))` steps, resampled back to `L` steps.
 
   `r` is fixed or drawn uniformly per series from `(low, high)`; the window's
@@ -79,6 +79,8 @@ def crop_resize(crop_ratio: float | tuple[float, ...] = (0.25, 0.75)) -> views.V
   input position `start + i·(side−1)/(L−1)` by linear interpolation (the
   image view's `interpolation_matrix` along the one axis), so the view zooms
   in on a stretch of the series and its detail moves to lower frequencies.
+  The default range is the image view's, and the best of the ranges tried on
+  series (docs/results_timeseries.md).
   """
   lo, hi = _pair("crop_ratio", crop_ratio)
   if lo <= 0:
