@@ -292,6 +292,16 @@ MUTANTS = [
            "    p = probe_lib.linear_probe(train_codes, np.roll(train_labels, 1), result.codes, result.labels,\n"
            "                               info.num_classes)",
            (E + "test_evaluate_a_short_shapes_run_returns_every_field",)),
+    # --- The step's arithmetic and its inputs -----------------------------------------
+    Mutant("kernel_grad_chunk_dropped", "the chunked CPU kernel gradient leaves out its last chunk",
+           "leae_jax/models.py",
+           "    for i in range(n):  # unrolled", "    for i in range(n - 1):  # unrolled",
+           ("tests/models_test.py::test_chunked_kernel_gradient_is_the_whole_batch_gradient",)),
+    Mutant("uint8_scaled_by_256", "prepared uint8 batches are scaled by 1/256 on the device",
+           "leae_jax/models.py",
+           "  return images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)",
+           "  return images.astype(jnp.float32) * jnp.float32(1.0 / 256.0)",
+           ("tests/prepared_test.py::test_uint8_batches_scale_on_device_to_the_same_floats",)),
 ]
 
 
