@@ -48,6 +48,9 @@ def main(argv):
   if config.dataset == "shapes":
     raise cli.UserError("dataset='shapes' is generated as float32 at any size and needs no "
                         "preparation; prepared records hold uint8 datasets.")
+  if data.dataset_info(config.dataset).modality != "image":
+    raise cli.UserError(f"dataset={config.dataset!r} holds float series; prepared records hold "
+                        "uint8 images (image datasets only).")
   out = cli.check_writable_dir(FLAGS.out, "--out")
   cli.log_to_workdir(out, "prepare")
   options = {k: v for k, v in data.config_options(config).items()

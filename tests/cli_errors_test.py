@@ -275,6 +275,8 @@ CASES = [
     ("bench_steps", "bench", [SHAPES, "--steps=0"], "--steps=0 is not valid"),
     # leae_jax.prepare and prepared records.
     ("prepare_shapes", "prepare", [SHAPES, "--out={wd}"], "needs no preparation"),
+    ("prepare_series", "prepare", [SERIES, "--out={wd}"],
+     "dataset='synthetic_series' holds float series; prepared records hold uint8 images"),
     ("prepare_split", "prepare", [FMNIST, "--out={wd}", "--splits=valid"],
      "--splits=valid: 'valid' is not a split; valid: train, test."),
     ("prepare_out_missing", "prepare", [FMNIST], "--out is required"),

@@ -30,6 +30,7 @@ blog's claims is stated in the report (`verdict`).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import glob
 import json
 import math
@@ -223,6 +224,8 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
   resumes from its workdir's checkpoints. Prints a line per run with the
   estimated time left (from the measured seconds per training step).
   """
+  import jax  # pylint: disable=g-import-not-at-top  (the report alone needs no JAX)
+
   from leae_jax import evaluate
   from leae_jax import train
 
@@ -270,6 +273,10 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
     log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                     if k in ("rung", "seed", "steps", "psnr", "hole_psnr", "probe_accuracy",
                              "segment_wall_s")}))
+    # Every run jits its own steps; without this the process kept each run's
+    # executables and grew by ~0.8 GB a result (4.6 GB after 5).
+    jax.clear_caches()
+    gc.collect()
   return total
 
 
