@@ -147,6 +147,9 @@ def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8)
   rows, labels, inputs = [], [], None
   for workdir in workdirs:
     config = load_config(workdir)
+    if config.modality != "image":
+      raise ValueError(f"--compare draws image grids, but {workdir} trained on {config.modality} "
+                       f"data; its evaluation pictures are {workdir}/eval_grid_<step>.png.")
     config.eval_batch_size = num_images  # any size works on any number of devices
     config.num_grid_images = num_images
     trainer = train.Trainer(config)

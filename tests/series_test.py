@@ -309,6 +309,10 @@ def test_a_tiny_run_trains_evaluates_and_draws(tmp_path):
   assert picture.exists() and os.path.getsize(picture) > 1000
   image = outputs.series_grid([np.zeros((2, 32, 3)), np.ones((2, 32, 3))])
   assert image.ndim == 3 and image.shape[-1] == 3 and 0 <= image.min() <= image.max() <= 1
+  # `evaluate --compare` draws image grids: a series run is refused, naming its own pictures.
+  from leae_jax import evaluate
+  with pytest.raises(ValueError, match="--compare draws image grids, but .* trained on sequence"):
+    evaluate.compare_workdirs([str(tmp_path)], str(tmp_path / "compare.png"))
 
 
 def test_experiment_plans_resumes_and_reports_from_stored_results(tmp_path):
