@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 
 from leae_jax import base_config
+from leae_jax import bench
 from leae_jax import data
 from leae_jax import train
 
@@ -50,15 +51,7 @@ def time_loader(config, batches: int, warmup: int = 3, **kw) -> float:
   loader = data.create_train_loader(
       config.dataset, batch_size=config.batch_size, seed=0, epoch_end="continue",
       image_size=config.image_size, shard_index=0, shard_count=1, **kw)
-  iterator = iter(loader)
-  for _ in range(warmup):
-    next(iterator)
-  t0 = time.perf_counter()
-  images = sum(len(next(iterator)["image"]) for _ in range(batches))
-  seconds = time.perf_counter() - t0
-  if hasattr(iterator, "close"):
-    iterator.close()
-  return images / seconds
+  return bench.loader_images_per_s(loader, batches=batches, warmup=warmup)
 
 
 def main(argv):

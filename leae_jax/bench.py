@@ -172,18 +172,25 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
     loader = data.create_train_loader(
         config.dataset, batch_size=config.batch_size, seed=config.seed,
         epoch_end=config.epoch_end, image_size=config.image_size,
-        worker_count=config.num_workers, uint8_images=config.prepared_dir is not None,
+        worker_count=config.num_workers, uint8_images=data.uint8_batches(config),
         source=records if records is not None else open_source())
-    iterator = iter(loader)
-    for _ in range(warmup):  # starts workers, opens files
-      next(iterator)
-    t0 = time.perf_counter()
-    images = sum(len(next(iterator)["image"]) for _ in range(batches))
-    seconds = time.perf_counter() - t0
-    if hasattr(iterator, "close"):
-      iterator.close()
-  return {"input_images_per_s": round(images / seconds, 2), "input_source": source,
+    rate = loader_images_per_s(loader, batches=batches, warmup=warmup)
+  return {"input_images_per_s": round(rate, 2), "input_source": source,
           "num_workers": int(config.num_workers)}
+
+
+def loader_images_per_s(loader: Any, *, batches: int, warmup: int) -> float:
+  """Images/s of a training loader over `batches` batches, after `warmup` (which start
+  the workers and open the files)."""
+  iterator = iter(loader)
+  for _ in range(warmup):
+    next(iterator)
+  t0 = time.perf_counter()
+  images = sum(len(next(iterator)["image"]) for _ in range(batches))
+  seconds = time.perf_counter() - t0
+  if hasattr(iterator, "close"):
+    iterator.close()
+  return images / seconds
 
 
 def run(config: ml_collections.ConfigDict, *, steps: int = 20, input_batches: int = 20,

@@ -129,13 +129,18 @@ def split_batch(x: jax.Array) -> jax.Array:
   no mesh in context (one device, notebooks), or a batch that does not
   split evenly, it returns `x` unchanged.
   """
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or not set(sharding.BATCH_AXES) <= set(mesh.axis_names) or not x.ndim:
-    return x
-  shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
-  if shards == 1 or x.shape[0] % shards:
+  shards = _batch_shards()
+  if not x.ndim or shards == 1 or x.shape[0] % shards:
     return x
   return jax.lax.with_sharding_constraint(x, P(sharding.BATCH_AXES))
+
+
+def _batch_shards() -> int:
+  """Devices the batch is split over under the mesh in context (1 without one)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(sharding.BATCH_AXES) <= set(mesh.axis_names):
+    return 1
+  return math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
 
 
 #: Output positions (images × rows × cols) per batch chunk of a convolution's
@@ -169,6 +174,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: A
   devices stays split evenly within every chunk. Same sum, other order:
   gradients agree with XLA's to float32 rounding (tested).
   """
+  return _xla_conv2d(x, kernel, strides, padding, precision)
+
+
+def _xla_conv2d(x, kernel, strides, padding, precision):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC,
                                       precision=precision)
 
@@ -180,10 +189,7 @@ def _conv2d_fwd(x, kernel, strides, padding, precision):
 def _conv2d_bwd(strides, padding, precision, residuals, dy):
   x, kernel = residuals
 
-  def conv_of(x_, kernel_):
-    return jax.lax.conv_general_dilated(x_, kernel_, strides, padding, dimension_numbers=_NHWC,
-                                        precision=precision)
-
+  conv_of = functools.partial(_xla_conv2d, strides=strides, padding=padding, precision=precision)
   _, vjp = jax.vjp(conv_of, x, kernel)
   dx, whole_dk = vjp(dy)
 
@@ -210,10 +216,7 @@ conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 def _rows_per_shard(batch: int) -> int:
   """Batch rows each device holds under the mesh in context (all of them without one)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or not set(sharding.BATCH_AXES) <= set(mesh.axis_names):
-    return batch
-  shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  shards = _batch_shards()
   return batch // shards if batch % shards == 0 else batch
 
 

@@ -264,7 +264,7 @@ class Trainer:
     self.optimizer, self.schedule = create_optimizer(config)
     # Prepared records are uint8 at training size; their batches stay uint8 on
     # the way (a quarter of the bytes) and the step scales them on the device.
-    self.uint8_images = config.prepared_dir is not None
+    self.uint8_images = data.uint8_batches(config)
     # Evaluation holes have their own ratio: the published masked-MSE baseline
     # trained at 0.5 but was compared with the self-teaching model at 0.35.
     self.mask = (views.get_view("inpaint", modality=self.model.modality,

@@ -72,6 +72,7 @@ from leae_jax.data.sources import (
     get_source,
     num_examples,
     read_idx,
+    uint8_batches,
     valid_names,
 )
 from leae_jax.data.prepared import PreparedDataError, PreparedSource
@@ -126,5 +127,6 @@ __all__ = [
     "read_idx",
     "valid_names",
     "config_options",
+    "uint8_batches",
     "series",
 ]

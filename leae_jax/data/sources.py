@@ -553,6 +553,12 @@ def config_options(config: Any) -> dict[str, Any]:
               idx_dir=config.idx_dir, prepared_dir=config.prepared_dir)
 
 
+def uint8_batches(config: Any) -> bool:
+  """Whether a run's training batches stay uint8 until the device scales them: those read
+  from prepared records (`config.prepared_dir`), which hold uint8 images at training size."""
+  return config.prepared_dir is not None
+
+
 def get_source(
     name: str,
     split: str,
