@@ -266,8 +266,12 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
     # segment may have started past its previous budget).
     rate = wall / max(budget - start_of(job, budget), 1)
     seconds_per_step = rate if seconds_per_step is None else 0.5 * (seconds_per_step + rate)
+    # Where it ran: results from different platforms agree only to within the
+    # seed spread, so the report keeps them apart (`platform_of`).
     row = dict(res, rung=job.rung.name, seed=job.seed, steps=budget,
-               description=job.rung.description, segment_wall_s=train_wall, total_wall_s=wall)
+               description=job.rung.description, segment_wall_s=train_wall, total_wall_s=wall,
+               platform=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
+               jax_version=jax.__version__)
     with open(path, "w") as f:
       json.dump(row, f, indent=1, sort_keys=True)
     log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
