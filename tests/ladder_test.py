@@ -110,3 +110,81 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
   assert ladder.VERDICT_RULE in report
   assert os.path.exists(os.path.join(out, "bars.png"))
   assert os.path.exists(os.path.join(out, "compare.png"))
+
+
+def _result(rung, seed, steps, psnr, probe, platform=None, wall=10.0, **extra):
+  row = dict(rung=rung, seed=seed, steps=steps, psnr=psnr, probe_accuracy=probe,
+             total_wall_s=wall, **extra)
+  if platform:
+    row.update(platform="gpu", device_kind=f"NVIDIA {platform} 80GB HBM3")
+  return row
+
+
+def test_platforms_are_labelled_and_never_pooled():
+  assert ladder.platform_of({}) == "CPU"  # results from before platforms were recorded
+  assert ladder.platform_of({"platform": "cpu", "device_kind": "cpu"}) == "CPU"
+  assert ladder.platform_of({"platform": "gpu", "device_kind": "NVIDIA H100 80GB HBM3"}) == "H100"
+  assert ladder.platform_of({"platform": "tpu", "device_kind": "TPU v5 lite"}) == "TPU v5 lite"
+  rows = ([_result("mse", s, 400, 20.0 + s, 0.8) for s in range(2)]           # CPU: 2 seeds
+          + [_result("mse", s, 400, 30.0, 0.9, "H100") for s in range(3)]    # H100: 3 seeds
+          + [_result("mse", s, 800, 21.0 + 0.2 * s, 0.8) for s in range(3)]  # tie: CPU wins
+          + [_result("mse", s, 800, 21.1 + 0.2 * s, 0.9, "H100") for s in range(3)])
+  table = ladder.aggregate(rows)
+  # The platform with the most seeds takes the cell, whole: values never mix.
+  assert table[("mse", 400)]["platform"] == "H100" and table[("mse", 400)]["psnr"] == [30.0] * 3
+  assert table[("mse", 800)]["platform"] == "CPU"
+  np.testing.assert_allclose(table[("mse", 800)]["psnr"], [21.0, 21.2, 21.4])
+  # Both hold 400 and 800 with ≥2 seeds: compared by the verdict rule (far
+  # apart at 400; at 800, 0.1 dB against a 2σ of 0.4).
+  agreement = ladder.platform_agreement(rows, metrics=("psnr",))
+  assert [(a[0], a[1], a[3], a[4], a[-1]) for a in agreement] == [
+      ("mse", 400, "CPU", "H100", False), ("mse", 800, "CPU", "H100", True)]
+  np.testing.assert_allclose(agreement[0][5], 20.5 - 30.0)
+
+
+def test_rank_changes_and_whole_budgets():
+  rows = [_result(r, s, b, psnr, 0.8) for s in range(2) for r, b, psnr in (
+      ("mse", 400, 21.0), ("plain_live", 400, 10.0), ("crop_live", 400, 20.0),
+      ("mse", 1600, 24.0), ("plain_live", 1600, 9.0), ("crop_live", 1600, 25.0),
+      ("mse", 800, 23.0))]
+  table = ladder.aggregate(rows)
+  rungs = [r for r in ladder.RUNGS if r.name in ("mse", "plain_live", "crop_live")]
+  assert ladder.whole_budgets(table, rungs) == [400, 1600]  # 800 lacks two rungs
+  assert ladder.rank_changes(table, rungs, 400, 1600) == [
+      ("mse", 1, 2), ("plain_live", 3, 3), ("crop_live", 2, 1)]
+
+
+def test_seconds_if_all_on_one_platform():
+  # CPU: mse to 800 in two segments of 400 steps, 100 s each (0.25 s/step);
+  # H100 took mse seed 0 on to 1600: 800 missing CPU steps = 200 s more.
+  rows = [_result("mse", 0, 400, 20, 0.8, wall=100.0), _result("mse", 0, 800, 21, 0.8, wall=100.0),
+          _result("mse", 0, 1600, 22, 0.8, "H100", wall=5.0)]
+  np.testing.assert_allclose(ladder.seconds_if_all_on(rows, "CPU"), 400.0)
+  assert ladder.compute_spent(rows) == {"CPU": (2, 200.0), "H100": (1, 5.0)}
+  # A rung the platform never ran: no rate to extrapolate from.
+  assert ladder.seconds_if_all_on(rows + [_result("crop_live", 0, 400, 20, 0.8, "H100")],
+                                  "CPU") is None
+
+
+def test_report_merges_another_platforms_folder(tmp_path):
+  out = str(tmp_path / "results")
+  def store(root, row):
+    path = ladder.result_path(root, row["rung"], row["seed"], row["steps"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(row, f)
+  for s in range(3):
+    for rung, probe in (("mse", 0.85), ("crop_step_frozen", 0.84)):
+      store(out, _result(rung, s, 400, 20.0 + 0.1 * s, probe + 0.001 * s))
+      store(os.path.join(out, "h100"), _result(rung, s, 6400, 25.0 + 0.1 * s, probe, "H100"))
+    store(os.path.join(out, "h100"), _result("mse", s, 400, 20.05 + 0.1 * s, 0.85, "H100"))
+  report = open(ladder.write_report(out, command="ladder test")).read()
+  assert "## 6400 steps" in report and "| 3 (H100) |" in report
+  # The 400-step cells are CPU's own (3 seeds each, a tie with H100's mse).
+  assert "`mse` | pixel MSE baseline | 3 | 20.10 ± 0.10 |" in report, report
+  # Claims name the platform of a cell that ran elsewhere.
+  assert "n 3/3; H100)" in report
+  assert "## The downstream question" in report and "contradicted at 400, 6400 steps" in report
+  # The platform comparison: mse at 400 on both, 0.05 dB apart, within the rule.
+  assert "| `mse` | 400 | psnr | CPU − H100 | -0.050 |" in report and "| yes |" in report
+  assert "All of it on CPU" in report

@@ -22,6 +22,12 @@ Storage:
 * `<out>/runs/<rung>/seed<s>_step<b>_samples.npz` (smallest seed only): the first test images'
   reconstructions, for the comparison grid.
 
+* `<out>/<label>/runs/...`: the same ladder run elsewhere (`--out=<out>/<label>`,
+  e.g. budgets a lent GPU computed faster). The report merges them: each
+  (rung, budget) cell takes the platform with the most seeds (ties: `<out>`'s
+  own), says where it ran, and a section compares platforms where both hold
+  the same cell.
+
 `<out>.md` and the figures in `<out>/` are written from the stored results
 alone (`--report_only` does nothing else). The verdict rule for each of the
 blog's claims is stated in the report (`verdict`).
@@ -111,6 +117,17 @@ CLAIMS = (
           "published)", "masked_self_teaching_pooled", "masked_mse_pooled", "hole_psnr"),
     Claim("Masked self-teaching beats the masked-MSE baseline inside the hole (spatial latent)",
           "masked_self_teaching", "masked_mse", "hole_psnr"),
+)
+
+# The write-up's open question: does transformed latent agreement improve the
+# representation, or only the reconstructions? Asked of the linear probe.
+DOWNSTREAM = (
+    Claim("Self-teaching (crop-resize, step-frozen) gives a better probe than pixel MSE",
+          "crop_step_frozen", "mse", "probe_accuracy"),
+    Claim("Masked self-teaching gives a better probe than masked MSE", "masked_self_teaching",
+          "masked_mse", "probe_accuracy"),
+    Claim("A transformation gives the self-taught code a better probe than none", "crop_live",
+          "plain_live", "probe_accuracy"),
 )
 
 VERDICT_RULE = ("A claim *a beats b* is **consistent** when mean(a) − mean(b) exceeds twice the "
@@ -288,25 +305,134 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
 # Reporting from stored results.
 
 
+def platform_of(row: dict[str, Any]) -> str:
+  """Where a stored result ran, as a short label ("CPU", "H100", ...).
+
+  Results written before platforms were recorded all ran on CPU.
+  """
+  platform = row.get("platform", "cpu")
+  if platform == "cpu":
+    return "CPU"
+  kind = row.get("device_kind") or platform.upper()
+  return kind.removeprefix("NVIDIA ").split(" ")[0] if platform == "gpu" else kind
+
+
 def load_results(out: str) -> list[dict[str, Any]]:
-  """Every stored result under `<out>/runs/`."""
+  """Every stored result under `<out>/runs/`, then under `<out>/*/runs/` (other platforms)."""
   rows = []
-  for path in sorted(glob.glob(os.path.join(out, "runs", "*", "seed*_step*.json"))):
-    with open(path) as f:
-      rows.append(json.load(f))
+  for pattern in (os.path.join(out, "runs", "*", "seed*_step*.json"),
+                  os.path.join(out, "*", "runs", "*", "seed*_step*.json")):
+    for path in sorted(glob.glob(pattern)):
+      with open(path) as f:
+        rows.append(json.load(f))
   return rows
 
 
-def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-  """`{(rung, steps): {metric: [values over seeds], 'seeds': [...]}}`."""
-  table: dict[tuple[str, int], dict[str, Any]] = {}
+def aggregate_by_platform(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict[str, dict]]:
+  """`{(rung, steps): {platform: {metric: [values over seeds], 'seeds': [...]}}}`.
+
+  Platforms keep the order in which `rows` first name them.
+  """
+  table: dict[tuple[str, int], dict[str, dict]] = {}
   for r in rows:
-    cell = table.setdefault((r["rung"], int(r["steps"])), {"seeds": []})
+    platform = platform_of(r)
+    cell = table.setdefault((r["rung"], int(r["steps"])), {}).setdefault(
+        platform, {"seeds": [], "platform": platform})
     cell["seeds"].append(int(r["seed"]))
     for key, _, _ in METRICS:
       if r.get(key) is not None:
         cell.setdefault(key, []).append(float(r[key]))
   return table
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+  """`{(rung, steps): {metric: [values over seeds], 'seeds': [...], 'platform': label}}`.
+
+  Seeds of different platforms are never pooled: each cell takes the
+  platform with the most seeds, ties going to the first platform of `rows`
+  (`load_results` puts `<out>`'s own results first).
+  """
+  order = list(dict.fromkeys(platform_of(r) for r in rows))
+  return {key: max(cells.values(), key=lambda c: (len(c["seeds"]), -order.index(c["platform"])))
+          for key, cells in aggregate_by_platform(rows).items()}
+
+
+def whole_budgets(table, rungs: Sequence[Rung]) -> list[int]:
+  """Budgets at which every one of `rungs` has a result (the whole ladder's budgets)."""
+  budgets = sorted({s for _, s in table})
+  return [s for s in budgets if all((r.name, s) in table for r in rungs)]
+
+
+def rank_changes(table, rungs: Sequence[Rung], short: int, long: int,
+                 metric: str = "psnr") -> list[tuple[str, int, int]]:
+  """`(rung, rank at short, rank at long)` by the mean of `metric` (1 = best)."""
+  def ranks(steps):
+    means = {r.name: np.mean(table[(r.name, steps)][metric]) for r in rungs
+             if table.get((r.name, steps), {}).get(metric)}
+    return {name: i + 1 for i, name in enumerate(sorted(means, key=means.get, reverse=True))}
+  a, b = ranks(short), ranks(long)
+  return [(r.name, a[r.name], b[r.name]) for r in rungs if r.name in a and r.name in b]
+
+
+def platform_agreement(rows: Sequence[dict[str, Any]],
+                       metrics: Sequence[str] = ("psnr", "hole_psnr", "probe_accuracy")
+                       ) -> list[tuple[str, int, str, str, str, float, float, bool]]:
+  """Cells that two platforms both hold with ≥2 seeds: does each metric agree?
+
+  Returns `(rung, steps, metric, platform a, platform b, mean a − mean b,
+  threshold, agree)`, agreeing when the verdict rule cannot tell them apart.
+  """
+  found = []
+  for (rung, steps), cells in sorted(aggregate_by_platform(rows).items()):
+    names = [p for p, c in cells.items() if len(c["seeds"]) >= 2]
+    for i, pa in enumerate(names):
+      for pb in names[i + 1:]:
+        for metric in metrics:
+          a, b = cells[pa].get(metric), cells[pb].get(metric)
+          if a and b:
+            v, diff, threshold = verdict(a, b)
+            found.append((rung, steps, metric, pa, pb, diff, threshold,
+                          v == "not resolved at this budget"))
+  return found
+
+
+def compute_spent(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[int, float]]:
+  """`{platform: (results, summed wall seconds of training + evaluation)}`."""
+  spent: dict[str, tuple[int, float]] = {}
+  for r in rows:
+    n, s = spent.get(platform_of(r), (0, 0.0))
+    spent[platform_of(r)] = (n + 1, s + float(r.get("total_wall_s", 0.0)))
+  return spent
+
+
+def seconds_if_all_on(rows: Sequence[dict[str, Any]], platform: str) -> float | None:
+  """Wall seconds the stored results would have taken had all run on `platform`.
+
+  Its own results count as measured; every (rung, seed) it has not taken to
+  the longest stored budget adds the missing steps at its measured seconds
+  per step for that rung (training and evaluation of its segments). None if
+  a rung has no result on `platform` to measure a rate from.
+  """
+  own = sorted((r for r in rows if platform_of(r) == platform), key=lambda r: int(r["steps"]))
+  seconds, steps = {}, {}
+  reached: dict[tuple[str, int], int] = {}
+  for r in own:
+    key = (r["rung"], int(r["seed"]))
+    steps[r["rung"]] = steps.get(r["rung"], 0) + int(r["steps"]) - reached.get(key, 0)
+    seconds[r["rung"]] = seconds.get(r["rung"], 0.0) + float(r.get("total_wall_s", 0.0))
+    reached[key] = int(r["steps"])
+  total = sum(seconds.values())
+  longest: dict[tuple[str, int], int] = {}
+  for r in rows:
+    key = (r["rung"], int(r["seed"]))
+    longest[key] = max(longest.get(key, 0), int(r["steps"]))
+  for (rung, seed), last in longest.items():
+    missing = last - reached.get((rung, seed), 0)
+    if missing > 0:
+      if not steps.get(rung):
+        return None
+      total += missing * seconds[rung] / steps[rung]
+  return total
 
 
 def _mean_std(values: Sequence[float] | None, digits: int) -> str:
@@ -344,6 +470,49 @@ def fidelity_comparison(out: str, before_path: str, *, seed: int = 0, steps: int
   return lines
 
 
+def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
+  """One claim at one budget: its verdict, difference, threshold and seeds."""
+  a, b = table.get((claim.a, steps)), table.get((claim.b, steps))
+  if not a or not b or not a.get(claim.metric) or not b.get(claim.metric):
+    return "–"
+  v, diff, threshold = verdict(a[claim.metric], b[claim.metric])
+  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{3 if abs(diff) < 0.1 else 2}f}"
+  where = sorted({a["platform"], b["platform"]} - {home})
+  d = 3 if abs(diff) < 0.1 else 2
+  return (f"{v} (Δ {diff:+.{d}f}{thr}; n {len(a[claim.metric])}/{len(b[claim.metric])}"
+          + (f"; {', '.join(where)}" if where else "") + ")")
+
+
+def _claims_table(table, claims: Sequence[Claim], budgets: Sequence[int], home: str) -> list[str]:
+  lines = ["| claim | metric | " + " | ".join(f"{s} steps" for s in budgets) + " |",
+           "|---|---|" + "---|" * len(budgets)]
+  for claim in claims:
+    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {claim.metric} | "
+                 + " | ".join(_claim_cell(table, claim, s, home) for s in budgets) + " |")
+  return lines
+
+
+def downstream_summary(table, budgets: Sequence[int]) -> str:
+  """The downstream question answered from the probe verdicts, one sentence per comparison."""
+  sentences = []
+  for claim in DOWNSTREAM:
+    by_verdict: dict[str, list[str]] = {}
+    diffs = []
+    for steps in budgets:
+      a = table.get((claim.a, steps), {}).get(claim.metric)
+      b = table.get((claim.b, steps), {}).get(claim.metric)
+      if a and b:
+        v, diff, _ = verdict(a, b)
+        by_verdict.setdefault(v, []).append(str(steps))
+        diffs.append(diff)
+    if not diffs:
+      continue
+    parts = [f"{v} at {', '.join(s)} steps" for v, s in by_verdict.items()]
+    sentences.append(f"`{claim.a}` against `{claim.b}` (probe top-1 difference "
+                     f"{min(diffs):+.3f} to {max(diffs):+.3f}): " + "; ".join(parts) + ".")
+  return " ".join(sentences)
+
+
 def write_report(out: str, *, command: str, compare_with: str | None = None) -> str:
   """Writes `<out>.md` and the figures from the stored results; returns the report's path.
 
@@ -354,8 +523,11 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
   if not rows:
     raise ValueError(f"No stored results under {out}/runs: run the ladder first.")
   table = aggregate(rows)
+  home = platform_of(rows[0])
   budgets = sorted({s for _, s in table})
   rungs = [r for r in RUNGS if any((r.name, s) in table for s in budgets)]
+  whole = whole_budgets(table, rungs)
+  others = sorted({c["platform"] for c in table.values()} - {home})
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out + ".md")))
   lines = [
       "# The ablation ladder on Fashion-MNIST",
@@ -371,6 +543,13 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
       "directions).",
       "",
   ]
+  if others:
+    lines += [f"Results ran on {home} unless a cell names another platform ({', '.join(others)}): "
+              f"those were computed by the same command with `--out={out}/<platform>` on a lent "
+              "accelerator, to reach the long budgets in hours rather than days. Seeds of "
+              "different platforms are never pooled: a cell takes the platform with the most "
+              f"seeds, ties going to {home}. [Platforms](#platforms) compares them where both "
+              "hold a cell.", ""]
   for steps in budgets:
     lines += [f"## {steps} steps", "",
               "| rung | method | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |",
@@ -380,25 +559,58 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
       if cell is None:
         continue
       desc = rung.description + (f" (caveat: {rung.caveat})" if rung.caveat else "")
-      lines.append(f"| `{rung.name}` | {desc} | {len(cell['seeds'])} | "
+      seeds = f"{len(cell['seeds'])}" + (f" ({cell['platform']})" if cell["platform"] != home else "")
+      lines.append(f"| `{rung.name}` | {desc} | {seeds} | "
                    + " | ".join(_mean_std(cell.get(k), d) for k, _, d in METRICS) + " |")
     lines.append("")
+  if len(whole) >= 2:
+    short, long = whole[0], whole[-1]
+    lines += [f"## Ranks at {short} and {long} steps", "",
+              "Every rung ranked by its mean over seeds (1 = best) at the two budgets of the whole "
+              "ladder. Neighbours closer than their seed spread can swap by chance: read a move "
+              "against the tables above.", "",
+              f"| rung | PSNR rank {short} → {long} | probe rank {short} → {long} |",
+              "|---|---|---|"]
+    probe = {name: (a, b) for name, a, b in rank_changes(table, rungs, short, long,
+                                                           "probe_accuracy")}
+    for name, a, b in rank_changes(table, rungs, short, long, "psnr"):
+      pa, pb = probe.get(name, (None, None))
+      mark = lambda x, y: f"{x} → {y}" + (" (moved)" if x != y else "")
+      lines.append(f"| `{name}` | {mark(a, b)} | "
+                   + ("–" if pa is None else mark(pa, pb)) + " |")
+    lines.append("")
   lines += ["## The blog's claims", "", VERDICT_RULE, "",
-            "| claim | metric | " + " | ".join(f"{s} steps" for s in budgets) + " |",
-            "|---|---|" + "---|" * len(budgets)]
-  for claim in CLAIMS:
-    cells = []
-    for steps in budgets:
-      a = table.get((claim.a, steps), {}).get(claim.metric)
-      b = table.get((claim.b, steps), {}).get(claim.metric)
-      if not a or not b:
-        cells.append("–")
-        continue
-      v, diff, threshold = verdict(a, b)
-      thr = "" if math.isnan(threshold) else f", 2σ {threshold:.2f}"
-      cells.append(f"{v} (Δ {diff:+.2f}{thr}; n {len(a)}/{len(b)})")
-    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {claim.metric} | "
-                 + " | ".join(cells) + " |")
+            *_claims_table(table, CLAIMS, budgets, home), ""]
+  lines += ["## The downstream question", "",
+            "*Does transformed latent agreement improve representations, or only "
+            "reconstructions?* Asked of the linear probe (top-1 on frozen codes), by the same "
+            "rule:", "", *_claims_table(table, DOWNSTREAM, budgets, home), "",
+            downstream_summary(table, budgets), ""]
+  agreement = platform_agreement(rows)
+  if agreement:
+    agree = sum(a[-1] for a in agreement)
+    lines += ["## Platforms", "",
+              f"Cells computed on two platforms (≥2 seeds each), compared by the verdict rule: "
+              f"they agree when it cannot tell them apart. {agree} of {len(agreement)} "
+              "comparisons agree.", "",
+              "| rung | steps | metric | platforms | difference | 2σ | agree |",
+              "|---|---|---|---|---|---|---|"]
+    for rung, steps, metric, pa, pb, diff, threshold, ok in agreement:
+      lines.append(f"| `{rung}` | {steps} | {metric} | {pa} − {pb} | {diff:+.3f} | "
+                   f"{threshold:.3f} | {'yes' if ok else 'no'} |")
+    lines.append("")
+  spent = compute_spent(rows)
+  lines += ["## Compute", "",
+            "Summed wall time of training and evaluation per result, by platform (the ladder "
+            "resumes each run from its previous budget, so a result's time covers its own "
+            "segment; processes that shared a machine each count their own time):", ""]
+  for platform, (n, seconds) in spent.items():
+    lines.append(f"* {platform}: {n} results, {seconds / 3600:.1f} h.")
+  if others:
+    estimate = seconds_if_all_on(rows, home)
+    if estimate is not None:
+      lines.append(f"* All of it on {home} (its own results as measured, the rest at its measured "
+                   f"seconds per step of each rung): about {estimate / 3600:.0f} h.")
   lines.append("")
   if compare_with and os.path.exists(compare_with):
     lines += ["## Before and after the fidelity fixes", "",
@@ -411,18 +623,22 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
               "against the seed spread in the tables above.", "",
               *fidelity_comparison(out, compare_with), ""]
   figures = []
-  bars = plot_bars(table, rungs, budgets, os.path.join(out, "bars.png"))
+  bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"))
   if bars:
     figures.append(f"![mean ± std per rung]({rel(bars)})")
-  curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"))
+  curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"), home=home)
   if curves:
-    figures.append(f"![budget curves of the headline pairs]({rel(curves)})")
-  grid = plot_compare(out, rungs, budgets[-1], os.path.join(out, "compare.png"))
+    figures.append(f"![budget curves of the headline pairs; hollow markers: {', '.join(others)}]"
+                   f"({rel(curves)})" if others else
+                   f"![budget curves of the headline pairs]({rel(curves)})")
+  grid_steps = (whole or budgets)[-1]
+  grid = plot_compare(out, rungs, grid_steps, os.path.join(out, "compare.png"))
   if grid:
     figures.append(f"![the same test images reconstructed by every rung, first seed, "
-                   f"{budgets[-1]} steps]({rel(grid)})")
+                   f"{grid_steps} steps]({rel(grid)})")
   lines += figures + ["", "Per-run results: `" + rel(os.path.join(out, "runs")) +
-                      "/<rung>/seed<s>_step<b>.json`.", ""]
+                      "/<rung>/seed<s>_step<b>.json`" +
+                      (f" and `{rel(out)}/<platform>/runs/...`" if others else "") + ".", ""]
   path = out + ".md"
   with open(path, "w") as f:
     f.write("\n".join(lines))
@@ -465,8 +681,11 @@ def plot_bars(table, rungs, budgets, path: str) -> str | None:
   return path
 
 
-def plot_budget_curves(table, path: str) -> str | None:
-  """PSNR and probe accuracy against steps for the headline pairs (mean ± std)."""
+def plot_budget_curves(table, path: str, home: str = "CPU") -> str | None:
+  """PSNR, hole PSNR and probe accuracy against steps for the headline pairs (mean ± std).
+
+  Points from a platform other than `home` are drawn hollow.
+  """
   series = {r: sorted(s for (name, s) in table if name == r) for r in CURVE_RUNGS}
   if not any(len(v) > 1 for v in series.values()):
     return None
@@ -475,14 +694,17 @@ def plot_budget_curves(table, path: str) -> str | None:
   panels = (("psnr", "PSNR (dB)"), ("hole_psnr", "hole PSNR (dB)"), ("probe_accuracy", "probe top-1"))
   for ax, (metric, label) in zip(axes, panels):
     for rung, steps in series.items():
-      points = [(s, table[(rung, s)][metric]) for s in steps if table[(rung, s)].get(metric)]
+      points = [(s, table[(rung, s)]) for s in steps if table[(rung, s)].get(metric)]
       if not points:
         continue
       xs = [s for s, _ in points]
-      means = np.array([np.mean(v) for _, v in points])
-      stds = np.array([_sample_std(v) for _, v in points])
-      ax.plot(xs, means, marker="o", label=rung)
-      ax.fill_between(xs, means - stds, means + stds, alpha=0.2)
+      means = np.array([np.mean(c[metric]) for _, c in points])
+      stds = np.array([_sample_std(c[metric]) for _, c in points])
+      line, = ax.plot(xs, means, label=rung)
+      ax.fill_between(xs, means - stds, means + stds, alpha=0.2, color=line.get_color())
+      for x, m, (_, c) in zip(xs, means, points):
+        ax.plot([x], [m], marker="o", color=line.get_color(),
+                markerfacecolor=line.get_color() if c["platform"] == home else "white")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training steps")
     ax.set_ylabel(label)
@@ -502,6 +724,12 @@ def plot_compare(out: str, rungs, steps: int, path: str) -> str | None:
   for rung in rungs:
     found = sorted(glob.glob(os.path.join(out, "runs", rung.name, f"seed*_step{steps}_samples.npz")),
                    key=lambda p: int(re.search(r"seed(\d+)_", p).group(1)))
+    # A rung that only another platform ran at `steps` is shown from there, named.
+    where = ""
+    if not found:
+      found = sorted(glob.glob(os.path.join(out, "*", "runs", rung.name,
+                                            f"seed0_step{steps}_samples.npz")))
+      where = f" ({found[0].split(os.sep)[-4]})" if found else ""
     if not found:
       continue
     samples = np.load(found[0])
@@ -509,10 +737,10 @@ def plot_compare(out: str, rungs, steps: int, path: str) -> str | None:
       rows.append(samples["images"].astype(np.float32))
       labels.append("input")
     rows.append(samples["reconstruction"].astype(np.float32))
-    labels.append(rung.name)
+    labels.append(rung.name + where)
     if "masked_reconstruction" in samples:
       rows.append(samples["masked_reconstruction"].astype(np.float32))
-      labels.append(f"{rung.name} (masked)")
+      labels.append(f"{rung.name} (masked){where}")
   if not rows:
     return None
   plt = _pyplot()
