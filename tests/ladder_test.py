@@ -178,7 +178,12 @@ def test_report_merges_another_platforms_folder(tmp_path):
       store(out, _result(rung, s, 400, 20.0 + 0.1 * s, probe + 0.001 * s))
       store(os.path.join(out, "h100"), _result(rung, s, 6400, 25.0 + 0.1 * s, probe, "H100"))
     store(os.path.join(out, "h100"), _result("mse", s, 400, 20.05 + 0.1 * s, 0.85, "H100"))
+  # What produced the other platform's folder is recorded once per distinct command.
+  for _ in range(2):
+    ladder.record_command(os.path.join(out, "h100"), "ladder --out=h100")
+  assert len(open(os.path.join(out, "h100", "commands.txt")).read().splitlines()) == 1
   report = open(ladder.write_report(out, command="ladder test")).read()
+  assert "`results/h100` was computed by:" in report and "ladder --out=h100  # cpu" in report
   assert "## 6400 steps" in report and "| 3 (H100) |" in report
   # The 400-step cells are CPU's own (3 seeds each, a tie with H100's mse).
   assert "`mse` | pixel MSE baseline | 3 | 20.10 ± 0.10 |" in report, report

@@ -211,6 +211,20 @@ def plan(rungs: Iterable[str], seeds: Iterable[int], budgets: Iterable[int],
   return jobs
 
 
+def record_command(out: str, command: str) -> None:
+  """Appends `command` and where it runs to `<out>/commands.txt` (once per distinct line),
+  so a report can say what produced a folder of results."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  line = f"{command}  # {jax.default_backend()}: {jax.devices()[0].device_kind}"
+  path = os.path.join(out, "commands.txt")
+  seen = open(path).read().splitlines() if os.path.exists(path) else []
+  if line not in seen:
+    os.makedirs(out, exist_ok=True)
+    with open(path, "a") as f:
+      f.write(line + "\n")
+
+
 def _samples_of_a_smaller_seed(out: str, rung: str, seed: int, step: int) -> bool:
   """Whether a smaller seed's samples are stored: the grid keeps the smallest seed's only,
   whichever seeds one command runs (a later `--seeds=1,2` adds none beside seed 0's)."""
@@ -550,6 +564,9 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
               "different platforms are never pooled: a cell takes the platform with the most "
               f"seeds, ties going to {home}. [Platforms](#platforms) compares them where both "
               "hold a cell.", ""]
+    for path in sorted(glob.glob(os.path.join(out, "*", "commands.txt"))):
+      lines += [f"`{rel(os.path.dirname(path))}` was computed by:", "", "```",
+                *open(path).read().splitlines(), "```", ""]
   for steps in budgets:
     lines += [f"## {steps} steps", "",
               "| rung | method | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |",
@@ -693,18 +710,19 @@ def plot_budget_curves(table, path: str, home: str = "CPU") -> str | None:
   fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
   panels = (("psnr", "PSNR (dB)"), ("hole_psnr", "hole PSNR (dB)"), ("probe_accuracy", "probe top-1"))
   for ax, (metric, label) in zip(axes, panels):
-    for rung, steps in series.items():
+    for i, (rung, steps) in enumerate(series.items()):
       points = [(s, table[(rung, s)]) for s in steps if table[(rung, s)].get(metric)]
       if not points:
         continue
+      color = f"C{i}"  # one colour per rung in every panel (hole PSNR has only the masked two)
       xs = [s for s, _ in points]
       means = np.array([np.mean(c[metric]) for _, c in points])
       stds = np.array([_sample_std(c[metric]) for _, c in points])
-      line, = ax.plot(xs, means, label=rung)
-      ax.fill_between(xs, means - stds, means + stds, alpha=0.2, color=line.get_color())
+      ax.plot(xs, means, label=rung, color=color)
+      ax.fill_between(xs, means - stds, means + stds, alpha=0.2, color=color)
       for x, m, (_, c) in zip(xs, means, points):
-        ax.plot([x], [m], marker="o", color=line.get_color(),
-                markerfacecolor=line.get_color() if c["platform"] == home else "white")
+        ax.plot([x], [m], marker="o", color=color,
+                markerfacecolor=color if c["platform"] == home else "white")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training steps")
     ax.set_ylabel(label)
@@ -788,11 +806,14 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
+  named = [("out", FLAGS.out), ("seeds", FLAGS.seeds), ("budgets", FLAGS.budgets),
+           ("curve_budgets", FLAGS.curve_budgets)]
+  if list(FLAGS.rungs) != list(RUNG_NAMES):
+    named.append(("rungs", FLAGS.rungs))
   command = "python -m leae_jax.experiments.ladder " + " ".join(
-      f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in (
-          ("out", FLAGS.out), ("seeds", FLAGS.seeds), ("budgets", FLAGS.budgets),
-          ("curve_budgets", FLAGS.curve_budgets)))
+      f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in named)
   if not FLAGS.report_only:
+    record_command(FLAGS.out, command)
     jobs = plan(FLAGS.rungs, [int(s) for s in FLAGS.seeds], [int(b) for b in FLAGS.budgets],
                 [int(b) for b in FLAGS.curve_budgets])
     run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
