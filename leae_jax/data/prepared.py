@@ -49,6 +49,11 @@ _LABEL_BYTES = 4
 _SHARD_BYTES = 1 << 30  # aim for ~1 GiB shards
 
 
+def record_bytes(image_size: int, channels: int) -> int:
+  """Bytes of one record: a little-endian int32 label, then the uint8 image."""
+  return _LABEL_BYTES + image_size * image_size * channels
+
+
 class PreparedDataError(sources.DatasetUnavailableError, ValueError):
   """A prepared directory is missing, incomplete, or holds another dataset or size."""
 
@@ -103,7 +108,7 @@ class PreparedSource:
     self.image_size = int(manifest["image_size"])
     self.channels = int(manifest["channels"])
     self._shape = (self.image_size, self.image_size, self.channels)
-    self._record_bytes = _LABEL_BYTES + math.prod(self._shape)
+    self._record_bytes = record_bytes(self.image_size, self.channels)
     self._records = grain_sources.ArrayRecordDataSource(paths)
     if len(self._records) != int(entry["num_records"]):
       raise PreparedDataError(
@@ -209,8 +214,8 @@ def prepare(name: str, out_dir: str | os.PathLike, *, splits: Sequence[str] = ("
   for split in splits:
     source = sources.get_source(name, split, image_size=size, **source_options)
     count = len(source)
-    record_bytes = _LABEL_BYTES + size * size * info.channels
-    shards = int(num_shards or max(1, math.ceil(count * record_bytes / _SHARD_BYTES)))
+    shards = int(num_shards or max(
+        1, math.ceil(count * record_bytes(size, info.channels) / _SHARD_BYTES)))
     names = _shard_names(split, shards)
     bounds = np.linspace(0, count, shards + 1).astype(int)
     writers = [ArrayRecordWriter(os.path.join(out_dir, n + ".tmp"), WRITER_OPTIONS)
