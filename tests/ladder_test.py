@@ -193,3 +193,23 @@ def test_report_merges_another_platforms_folder(tmp_path):
   # The platform comparison: mse at 400 on both, 0.05 dB apart, within the rule.
   assert "| `mse` | 400 | psnr | CPU − H100 | -0.050 |" in report and "| yes |" in report
   assert "All of it on CPU" in report
+
+
+def test_reference_probes_are_computed_once(tmp_path, idx_data):
+  idx, empty = idx_data
+  out = str(tmp_path / "results")
+  kw = dict(probe_train_examples=32, batch_size=8, hidden=4, latent_channels=4,
+            eval_batch_size=16, idx_dir=idx, data_dir=empty)
+  ref = ladder.reference_probes(out, [0, 1], log=lambda m: None, **kw)
+  assert ref["probe_train_examples"] == 32
+  assert 0 <= ref["pixels"] <= 1 and set(ref["untrained_encoder"]) == {"0", "1"}
+  # Stored: a second call reads the file (here altered to prove it is not recomputed).
+  path = os.path.join(out, "reference_probes.json")
+  json.dump(dict(ref, pixels=-1.0), open(path, "w"))
+  assert ladder.reference_probes(out, [0, 1], log=lambda m: None, **kw)["pixels"] == -1.0
+  # The report states them next to the probe verdicts.
+  row = dict(rung="mse", seed=0, steps=2, psnr=20.0, probe_accuracy=0.5)
+  os.makedirs(os.path.join(out, "runs", "mse"))
+  json.dump(row, open(ladder.result_path(out, "mse", 0, 2), "w"))
+  report = open(ladder.write_report(out, command="ladder test")).read()
+  assert "on the raw pixels -1.000" in report

@@ -315,6 +315,58 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
   return total
 
 
+def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: int = 10000,
+                     log: Callable[[str], None] = print, **config_kw) -> dict[str, Any]:
+  """The linear probe on raw pixels and on untrained encoders' codes: the scale of the
+  probe columns. Stored as `<out>/reference_probes.json`; computed once.
+
+  Same images, same protocol as every rung's probe (the first
+  `probe_train_examples` training images, the whole test split). The
+  untrained encoder is the rungs' spatial one at its initialisation, per seed.
+  """
+  path = os.path.join(out, "reference_probes.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  from leae_jax import data
+  from leae_jax import evaluation
+  from leae_jax import probe as probe_lib
+  from leae_jax import train
+
+  log("ladder: reference probes (raw pixels, untrained encoders)")
+  config = train.resolve(rung_config(RUNGS[0], seed=int(seeds[0]), steps=1, **config_kw))
+  num_classes = data.dataset_info(config.dataset).num_classes
+
+  def pixels(split, max_examples):
+    batches = -1 if max_examples < 0 else -(-max_examples // int(config.eval_batch_size))
+    images, labels = [], []
+    for batch in data.create_eval_loader(config.dataset, split, batch_size=config.eval_batch_size,
+                                         max_batches=batches, **data.config_options(config)):
+      keep = np.asarray(batch["valid"], bool)
+      images.append(np.asarray(batch["image"], np.float32)[keep])
+      labels.append(np.asarray(batch["label"])[keep])
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return (images, labels) if max_examples < 0 else (images[:max_examples], labels[:max_examples])
+
+  test = pixels("test", -1)
+  train_px = pixels("train", probe_train_examples)
+  result = {"probe_train_examples": int(len(train_px[0])),
+            "pixels": probe_lib.linear_probe(*train_px, *test, num_classes)["accuracy"],
+            "untrained_encoder": {}}
+  for seed in seeds:
+    trainer = train.Trainer(train.resolve(rung_config(RUNGS[0], seed=int(seed), steps=1,
+                                                      **config_kw)))
+    state = trainer.init_state()
+    codes = [evaluation.encode_split(trainer, state, split, n)
+             for split, n in (("train", probe_train_examples), ("test", -1))]
+    result["untrained_encoder"][str(seed)] = probe_lib.linear_probe(
+        *codes[0], *codes[1], num_classes)["accuracy"]
+  os.makedirs(out, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  return result
+
+
 # ---------------------------------------------------------------------------
 # Reporting from stored results.
 
@@ -603,6 +655,15 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
             "reconstructions?* Asked of the linear probe (top-1 on frozen codes), by the same "
             "rule:", "", *_claims_table(table, DOWNSTREAM, budgets, home), "",
             downstream_summary(table, budgets), ""]
+  ref_path = os.path.join(out, "reference_probes.json")
+  if os.path.exists(ref_path):
+    with open(ref_path) as f:
+      ref = json.load(f)
+    untrained = list(ref["untrained_encoder"].values())
+    lines += [f"For scale, the same probe (same {ref['probe_train_examples']} training images, "
+              f"same test split): on the raw pixels {ref['pixels']:.3f}; on an untrained "
+              f"encoder's codes {_mean_std(untrained, 3)} ({len(untrained)} seeds; "
+              f"`{rel(ref_path)}`).", ""]
   agreement = platform_agreement(rows)
   if agreement:
     agree = sum(a[-1] for a in agreement)
@@ -814,6 +875,11 @@ def main(argv):
       f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in named)
   if not FLAGS.report_only:
     record_command(FLAGS.out, command)
+    reference_probes(FLAGS.out, [int(s) for s in FLAGS.seeds],
+                     probe_train_examples=FLAGS.probe_train_examples, batch_size=FLAGS.batch_size,
+                     hidden=FLAGS.hidden, latent_channels=FLAGS.latent_channels,
+                     idx_dir=FLAGS.idx_dir, data_dir=FLAGS.data_dir,
+                     eval_batch_size=FLAGS.eval_batch_size)
     jobs = plan(FLAGS.rungs, [int(s) for s in FLAGS.seeds], [int(b) for b in FLAGS.budgets],
                 [int(b) for b in FLAGS.curve_budgets])
     run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
