@@ -78,16 +78,24 @@ def initializers(init: str, fan_in: int, *, transposed: bool = False) -> tuple[A
   return kernel, bias
 
 
-def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
-  """`(N, H, W, C)` → `(N, H/b, W/b, C·b²)`, channels ordered (c, dy, dx)."""
+def space_to_depth(x: jax.Array, block: int = 2, time_only: bool = False) -> jax.Array:
+  """`(N, H, W, C)` → `(N, H/b, W/b, C·b²)`, channels ordered (c, dy, dx).
+
+  `time_only`: a series run as `(N, L, 1, C)` → `(N, L/b, 1, C·b)`, ordered (c, dt).
+  """
   n, h, w, c = x.shape
+  if time_only:
+    return x.reshape(n, h // block, block, c).transpose(0, 1, 3, 2).reshape(
+        n, h // block, 1, c * block)
   x = x.reshape(n, h // block, block, w // block, block, c)
   x = x.transpose(0, 1, 3, 5, 2, 4)
   return x.reshape(n, h // block, w // block, c * block * block)
 
 
-def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of an NHWC map by an integer factor."""
+def upsample_nearest(x: jax.Array, factor: int = 2, time_only: bool = False) -> jax.Array:
+  """Nearest-neighbour upsampling of an NHWC map by an integer factor (`time_only`: along H)."""
+  if time_only:
+    return jnp.repeat(x, factor, axis=1)
   n, h, w, c = x.shape
   x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
   return x.reshape(n, h * factor, w * factor, c)
@@ -264,16 +272,21 @@ class Dense(nn.Dense):
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, *, in_features: int,
           initializer: str = "pytorch", precision: str = "default", name: str | None = None,
-          padding: Any = None) -> Conv:
+          padding: Any = None, time_only: bool = False) -> Conv:
   # Explicit symmetric padding reproduces PyTorch's `padding=k//2` (k odd) and
   # `padding=1` for the 4x4 stride-2 stem, so spatial sides halve exactly.
+  # `time_only`: a (k, 1) kernel on a series run as (N, L, 1, C), i.e. a 1-D
+  # convolution along time with PyTorch's Conv1d fan-in.
   pad = 1 if kernel == 4 else kernel // 2
-  kernel_init, bias_init = initializers(initializer, in_features * kernel * kernel)
+  kernel_init, bias_init = initializers(
+      initializer, in_features * kernel * (1 if time_only else kernel))
+  if padding is None:
+    padding = ((pad, pad), (0, 0) if time_only else (pad, pad))
   return Conv(
       features,
-      (kernel, kernel),
-      strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)) if padding is None else padding,
+      (kernel, 1) if time_only else (kernel, kernel),
+      strides=(stride, 1) if time_only else (stride, stride),
+      padding=padding,
       dtype=dtype,
       param_dtype=jnp.float32,
       precision=PRECISIONS[precision],
@@ -346,40 +359,56 @@ class UpsampleConv(nn.Module):
 
 
 class DownBlock(nn.Module):
-  """Residual 2x downsampling: conv3x3/s2 → SiLU → conv3x3, plus a s2d skip."""
+  """Residual 2x downsampling: conv3x3/s2 → SiLU → conv3x3, plus a s2d skip.
+
+  `time_only`: the series model's block, on `(N, L, 1, C)` with (3, 1)
+  kernels and a 2-step space-to-depth along time.
+  """
 
   features: int
   dtype: Dtype = jnp.float32
   initializer: str = "pytorch"
   precision: str = "default"
+  time_only: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kw = dict(initializer=self.initializer, precision=self.precision)
+    kw = dict(initializer=self.initializer, precision=self.precision, time_only=self.time_only)
     h = _conv(self.features, 3, 2, self.dtype, in_features=x.shape[-1], **kw)(x)
     h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
-    skip = match_channels(space_to_depth(x), self.features).astype(h.dtype)
+    skip = match_channels(space_to_depth(x, time_only=self.time_only),
+                          self.features).astype(h.dtype)
     return nn.silu(h + skip)
 
 
 class UpBlock(nn.Module):
-  """Residual 2x upsampling: nearest ×2 → conv3x3 → SiLU → conv3x3, plus a 1x1 skip."""
+  """Residual 2x upsampling: nearest ×2 → conv3x3 → SiLU → conv3x3, plus a 1x1 skip.
+
+  `time_only`: the series model's block, on `(N, L, 1, C)` with (3, 1)
+  kernels, upsampling along time.
+  """
 
   features: int
   dtype: Dtype = jnp.float32
   initializer: str = "pytorch"
   precision: str = "default"
+  time_only: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = dict(initializer=self.initializer, precision=self.precision)
+    conv_kw = dict(kw, time_only=self.time_only)
     # Explicit names keep the parameter tree of the plain nn.Conv version.
-    h = UpsampleConv(self.features, self.dtype, name="Conv_0", **kw)(x)
+    if self.time_only:
+      h = _conv(self.features, 3, 1, self.dtype, in_features=x.shape[-1], name="Conv_0",
+                **conv_kw)(upsample_nearest(x, time_only=True))
+    else:  # the same function, as sub-pixel convolutions at low resolution
+      h = UpsampleConv(self.features, self.dtype, name="Conv_0", **kw)(x)
     h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, name="Conv_1",
-              **kw)(nn.silu(h))
+              **conv_kw)(nn.silu(h))
     # A 1x1 conv commutes with nearest upsampling; run it at low resolution.
     skip = upsample_nearest(_conv(self.features, 1, 1, self.dtype, in_features=x.shape[-1],
-                                  name="Conv_2", **kw)(x))
+                                  name="Conv_2", **conv_kw)(x), time_only=self.time_only)
     return nn.silu(h + skip)
 
 

@@ -4,16 +4,17 @@ The image model's later architecture (`models.Encoder` / `models.Decoder`)
 with one spatial axis instead of two, built from the same `config.model`
 fields (`hidden`, `latent_channels`, `dtype`, `init`, `conv_precision`,
 `norm_running_variance`) and the same parts (`models.initializers`,
-`models.Conv`, `models.CodeNorm`, `models.match_channels`):
+`models.DownBlock`, `models.UpBlock`, `models.CodeNorm`):
 
-* Encoder: conv k4/s2/p1 to `h` channels + SiLU; `DownBlock1D(2h)`;
-  `DownBlock1D(c)`; the code norm (batch norm per code channel, PyTorch
-  semantics). `DownBlock1D(f)` = `SiLU(conv3(SiLU(conv3/s2(x))) + skip)`,
-  the skip parameter-free: a 2-step space-to-depth (`2C` channels) and
-  `match_channels` to `f`.
+* Encoder: conv k4/s2/p1 to `h` channels + SiLU; `DownBlock(2h)`;
+  `DownBlock(c)`; the code norm (batch norm per code channel, PyTorch
+  semantics). The blocks are the image model's `models.DownBlock` /
+  `models.UpBlock` with `time_only=True`: `DownBlock(f)` =
+  `SiLU(conv3(SiLU(conv3/s2(x))) + skip)`, the skip parameter-free: a 2-step
+  space-to-depth (`2C` channels) and `match_channels` to `f`.
 * Code: `(L/8, c)`, normalised.
-* Decoder: `UpBlock1D(2h)`, `UpBlock1D(h)`, nearest ×2 + conv3 to `C`
-  channels. `UpBlock1D(f)` = `SiLU(conv3(SiLU(conv3(up₂(x)))) + up₂(conv1(x)))`.
+* Decoder: `UpBlock(2h)`, `UpBlock(h)`, nearest ×2 + conv3 to `C`
+  channels. `UpBlock(f)` = `SiLU(conv3(SiLU(conv3(up₂(x)))) + up₂(conv1(x)))`.
   The output is linear: series are normalised (zero mean, unit variance per
   channel), not bounded like pixels, so there is no sigmoid.
 
@@ -42,65 +43,11 @@ Dtype = Any
 DOWNSAMPLE = models.DOWNSAMPLE
 
 
-def space_to_depth_1d(x: jax.Array, block: int = 2) -> jax.Array:
-  """`(N, L, 1, C)` → `(N, L/b, 1, C·b)` along time, channels ordered (c, dt)."""
-  n, length, _, c = x.shape
-  return x.reshape(n, length // block, block, c).transpose(0, 1, 3, 2).reshape(
-      n, length // block, 1, c * block)
-
-
-def upsample_nearest_1d(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of an `(N, L, 1, C)` map along time by an integer factor."""
-  return jnp.repeat(x, factor, axis=1)
-
-
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, *, in_features: int,
           initializer: str, precision: str, name: str | None = None) -> models.Conv:
-  # As the image model's `_conv`: PyTorch's padding k//2 (k odd) and 1 for the
-  # k4/s2 stem, so lengths halve exactly.
-  pad = 1 if kernel == 4 else kernel // 2
-  # A (k, 1) kernel on the (N, L, 1, C) map: a 1-D convolution along time.
-  kernel_init, bias_init = models.initializers(initializer, in_features * kernel)
-  return models.Conv(features, (kernel, 1), strides=(stride, 1), padding=((pad, pad), (0, 0)),
-                     dtype=dtype, param_dtype=jnp.float32, precision=models.PRECISIONS[precision],
-                     kernel_init=kernel_init, bias_init=bias_init, name=name)
-
-
-class DownBlock1D(nn.Module):
-  """Residual 2x downsampling along time: conv3/s2 → SiLU → conv3, plus a space-to-depth skip."""
-
-  features: int
-  dtype: Dtype = jnp.float32
-  initializer: str = "pytorch"
-  precision: str = "default"
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kw = dict(initializer=self.initializer, precision=self.precision)
-    h = _conv(self.features, 3, 2, self.dtype, in_features=x.shape[-1], **kw)(x)
-    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
-    skip = models.match_channels(space_to_depth_1d(x), self.features).astype(h.dtype)
-    return nn.silu(h + skip)
-
-
-class UpBlock1D(nn.Module):
-  """Residual 2x upsampling along time: nearest ×2 → conv3 → SiLU → conv3, plus a 1-step-conv skip."""
-
-  features: int
-  dtype: Dtype = jnp.float32
-  initializer: str = "pytorch"
-  precision: str = "default"
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kw = dict(initializer=self.initializer, precision=self.precision)
-    h = _conv(self.features, 3, 1, self.dtype, in_features=x.shape[-1], **kw)(
-        upsample_nearest_1d(x))
-    h = _conv(self.features, 3, 1, self.dtype, in_features=self.features, **kw)(nn.silu(h))
-    # A 1-step conv commutes with nearest upsampling; run it at low resolution.
-    skip = upsample_nearest_1d(
-        _conv(self.features, 1, 1, self.dtype, in_features=x.shape[-1], **kw)(x))
-    return nn.silu(h + skip)
+  # The image model's convolution with a (k, 1) kernel on the (N, L, 1, C) map.
+  return models._conv(features, kernel, stride, dtype, in_features=in_features,  # pylint: disable=protected-access
+                      initializer=initializer, precision=precision, name=name, time_only=True)
 
 
 class SeriesEncoder(nn.Module):
@@ -118,8 +65,8 @@ class SeriesEncoder(nn.Module):
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
     x = x.astype(self.dtype)[:, :, None, :]  # (N, L, 1, C)
     h = nn.silu(_conv(self.hidden, 4, 2, self.dtype, in_features=x.shape[-1], **kw)(x))
-    h = DownBlock1D(2 * self.hidden, self.dtype, **kw)(h)
-    h = DownBlock1D(self.latent_channels, self.dtype, **kw)(h)
+    h = models.DownBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
+    h = models.DownBlock(self.latent_channels, self.dtype, **kw, time_only=True)(h)
     return models.CodeNorm(running_variance=self.norm_running_variance,
                            name="code_norm")(h[:, :, 0, :], train=train)
 
@@ -137,10 +84,10 @@ class SeriesDecoder(nn.Module):
   def __call__(self, z: jax.Array) -> jax.Array:
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
     h = z.astype(self.dtype)[:, :, None, :]  # (N, L/8, 1, c)
-    h = UpBlock1D(2 * self.hidden, self.dtype, **kw)(h)
-    h = UpBlock1D(self.hidden, self.dtype, **kw)(h)
+    h = models.UpBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
+    h = models.UpBlock(self.hidden, self.dtype, **kw, time_only=True)(h)
     h = _conv(self.channels, 3, 1, self.dtype, in_features=self.hidden, name="to_series",
-              **kw)(upsample_nearest_1d(h))
+              **kw)(models.upsample_nearest(h, time_only=True))
     return h[:, :, 0, :].astype(jnp.float32)
 
 
