@@ -168,26 +168,7 @@ def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8)
     if "masked_reconstruction" in shown:
       rows.append(shown["masked_reconstruction"])
       labels.append(f"{name} (masked)")
-  _plot_rows(rows, labels, path)
-  return path
-
-
-def _plot_rows(rows: list[np.ndarray], labels: list[str], path: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  n = rows[0].shape[0]
-  fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n + 2.5, 1.25 * len(rows)), squeeze=False)
-  for ax, row, label in zip(axes[:, 0], rows, labels):
-    ax.imshow(outputs.image_grid([row]), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return outputs.plot_labelled_rows(rows, labels, path)
 
 
 FLAGS = flags.FLAGS

@@ -118,6 +118,26 @@ def image_grid(rows: Sequence[np.ndarray], pad: int = 1) -> np.ndarray:
   return grid
 
 
+def plot_labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], path: str) -> str:
+  """One image batch `(N, H, W, C)` per row, each named at its left; saved as PNG at `path`."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = rows[0].shape[0]
+  fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n + 3, 1.25 * len(rows)), squeeze=False)
+  for ax, row, label in zip(axes[:, 0], rows, labels):
+    ax.imshow(image_grid([row]), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def save_png(path: str, image: np.ndarray, min_side: int = 256) -> None:
   """Saves an HWC [0, 1] float image as an 8-bit PNG.
 

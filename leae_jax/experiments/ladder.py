@@ -822,18 +822,7 @@ def plot_compare(out: str, rungs, steps: int, path: str) -> str | None:
       labels.append(f"{rung.name} (masked){where}")
   if not rows:
     return None
-  plt = _pyplot()
-  fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * rows[0].shape[0] + 3, 1.25 * len(rows)),
-                           squeeze=False)
-  for ax, row, label in zip(axes[:, 0], rows, labels):
-    ax.imshow(outputs.image_grid([row]), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return outputs.plot_labelled_rows(rows, labels, path)
 
 
 # ---------------------------------------------------------------------------
