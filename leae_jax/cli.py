@@ -70,6 +70,27 @@ def first_line(err: BaseException) -> str:
   return type(err).__name__
 
 
+def int_list(flag: str, values: Sequence[str], *, minimum: int = 0) -> list[int]:
+  """A comma-separated list flag's integers, each ≥ `minimum`; UserError naming the flag otherwise."""
+  try:
+    ints = [int(v) for v in values]
+  except ValueError:
+    ints = None
+  if ints is None or any(i < minimum for i in ints):
+    raise UserError(f"--{flag}={','.join(values)} is not valid: it must be comma-separated "
+                    f"integers ≥ {minimum}.")
+  return ints
+
+
+def names_list(flag: str, values: Sequence[str], valid: Sequence[str]) -> list[str]:
+  """A comma-separated list flag's names, each one of `valid`; UserError naming the flag otherwise."""
+  unknown = [v for v in values if v not in valid]
+  if unknown:
+    raise UserError(f"--{flag}={','.join(values)} is not valid: unknown {', '.join(unknown)}; "
+                    f"valid: {', '.join(valid)}.")
+  return list(values)
+
+
 # ---------------------------------------------------------------------------
 # Flags.
 

@@ -1,6 +1,6 @@
 """Every bad input through the real command lines: one `error:` line, no traceback.
 
-Each case is a real `python -m leae_jax.{main,evaluate,bench}` command line,
+Each case is a real `python -m leae_jax.{main,evaluate,bench,prepare,experiments.*}` command line,
 run in its own (forked: see cli_server.py) process. The test asserts that
 stderr holds exactly one line, that it starts with `error: ` and says what
 the case expects (the field, the value, what would be valid), that the exit
@@ -286,6 +286,22 @@ CASES = [
      "leave prepared_dir unset here"),
     ("prepared_dir_unprepared", "main", [FMNIST, "--workdir={wd}", "--config.prepared_dir={tfds}"],
      "holds no prepared.json: it was not prepared"),
+    # The experiments.
+    ("ladder_rung", "experiments.ladder", ["--out={wd}", "--rungs=mse,nope"],
+     "--rungs=mse,nope is not valid: unknown nope; valid: mse, plain_live"),
+    ("ladder_budgets", "experiments.ladder", ["--out={wd}", "--budgets=400,abc"],
+     "--budgets=400,abc is not valid: it must be comma-separated integers ≥ 1."),
+    ("ladder_seeds", "experiments.ladder", ["--out={wd}", "--seeds=-1"],
+     "--seeds=-1 is not valid: it must be comma-separated integers ≥ 0."),
+    ("ladder_report_nothing", "experiments.ladder", ["--out={wd}", "--report_only"],
+     "no stored results under"),
+    ("ladder_positional", "experiments.ladder", ["--out={wd}", "extra"], "unexpected arguments"),
+    ("timeseries_variant", "experiments.timeseries", ["--out={wd}", "--compare=mse,nope"],
+     "--compare=mse,nope is not valid: unknown nope; valid: mse, plain, crop_resize"),
+    ("timeseries_dataset", "experiments.timeseries", ["--out={wd}", "--datasets=ecg"],
+     "--datasets=ecg is not valid: unknown ecg; valid: synthetic, basic_motions."),
+    ("timeseries_report_nothing", "experiments.timeseries", ["--out={wd}", "--report_only"],
+     "no stored results under"),
 ]
 
 

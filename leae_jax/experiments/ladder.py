@@ -45,9 +45,10 @@ import re
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
+
+from leae_jax import cli
 
 METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("hole_psnr", "hole PSNR", 2),
            ("probe_accuracy", "probe top-1", 3), ("latent_effective_rank", "eff. rank", 1),
@@ -855,7 +856,14 @@ def define_flags() -> None:
 
 
 def main(argv):
-  del argv
+  del argv  # cli.run rejects positional arguments
+  seeds = cli.int_list("seeds", FLAGS.seeds)
+  budgets = cli.int_list("budgets", FLAGS.budgets, minimum=1)
+  curve_budgets = cli.int_list("curve_budgets", FLAGS.curve_budgets, minimum=1)
+  rungs = cli.names_list("rungs", FLAGS.rungs, RUNG_NAMES)
+  if FLAGS.report_only and not load_results(FLAGS.out):
+    raise cli.UserError(f"--out={FLAGS.out}: no stored results under {FLAGS.out}/runs to report; "
+                        "run the ladder first (without --report_only).")
   named = [("out", FLAGS.out), ("seeds", FLAGS.seeds), ("budgets", FLAGS.budgets),
            ("curve_budgets", FLAGS.curve_budgets)]
   if list(FLAGS.rungs) != list(RUNG_NAMES):
@@ -864,13 +872,12 @@ def main(argv):
       f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in named)
   if not FLAGS.report_only:
     record_command(FLAGS.out, command)
-    reference_probes(FLAGS.out, [int(s) for s in FLAGS.seeds],
+    reference_probes(FLAGS.out, seeds,
                      probe_train_examples=FLAGS.probe_train_examples, batch_size=FLAGS.batch_size,
                      hidden=FLAGS.hidden, latent_channels=FLAGS.latent_channels,
                      idx_dir=FLAGS.idx_dir, data_dir=FLAGS.data_dir,
                      eval_batch_size=FLAGS.eval_batch_size)
-    jobs = plan(FLAGS.rungs, [int(s) for s in FLAGS.seeds], [int(b) for b in FLAGS.budgets],
-                [int(b) for b in FLAGS.curve_budgets])
+    jobs = plan(rungs, seeds, budgets, curve_budgets)
     run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
         probe_train_examples=FLAGS.probe_train_examples, eval_batches=FLAGS.eval_batches,
         batch_size=FLAGS.batch_size, hidden=FLAGS.hidden, latent_channels=FLAGS.latent_channels,
@@ -881,4 +888,6 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  from leae_jax import train  # pylint: disable=g-import-not-at-top  (JAX: not for --report_only's import)
+
+  cli.run(main, config_flags=(), user_errors=train.USER_ERRORS)

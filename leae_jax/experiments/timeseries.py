@@ -33,10 +33,10 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from leae_jax import cli
 from leae_jax.experiments.ladder import VERDICT_RULE, verdict
 from leae_jax.experiments.ladder import _mean_std as mean_std  # pylint: disable=protected-access
 
@@ -418,12 +418,21 @@ def define_flags() -> None:
 def main(argv):
   del argv
   command = "python -m leae_jax.experiments.timeseries"
+  explore = cli.names_list("explore", FLAGS.explore, VARIANT_NAMES)
+  compare = cli.names_list("compare", FLAGS.compare, VARIANT_NAMES)
+  datasets = cli.names_list("datasets", FLAGS.datasets, list(DATASETS))
+  seeds = cli.int_list("seeds", FLAGS.seeds)
+  if FLAGS.report_only and not load_results(FLAGS.out):
+    raise cli.UserError(f"--out={FLAGS.out}: no stored results under {FLAGS.out}/runs to report; "
+                        "run the experiment first (without --report_only).")
   if not FLAGS.report_only:
-    jobs = plan(FLAGS.explore, FLAGS.compare, [int(s) for s in FLAGS.seeds], FLAGS.datasets)
+    jobs = plan(explore, compare, seeds, datasets)
     run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root)
   print(f"wrote {write_report(FLAGS.out, command=command)}")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  from leae_jax import train  # pylint: disable=g-import-not-at-top  (JAX: not for --report_only's import)
+
+  cli.run(main, config_flags=(), user_errors=train.USER_ERRORS)
