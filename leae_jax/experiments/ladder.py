@@ -702,7 +702,11 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
               "against the seed spread in the tables above.", "",
               *fidelity_comparison(out, compare_with), ""]
   figures = []
-  bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"))
+  references = None
+  if os.path.exists(ref_path):
+    references = {"raw pixels": ref["pixels"],
+                  "untrained encoder": float(np.mean(list(ref["untrained_encoder"].values())))}
+  bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"), references)
   if bars:
     figures.append(f"![mean ± std per rung]({rel(bars)})")
   curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"), home=home)
@@ -738,17 +742,31 @@ def _sample_std(values) -> float:
   return float(np.std(values, ddof=1)) if values and len(values) > 1 else 0.0
 
 
-def plot_bars(table, rungs, budgets, path: str) -> str | None:
-  """PSNR and probe accuracy, mean ± std over seeds, per rung and budget."""
+def plot_bars(table, rungs, budgets, path: str,
+              references: dict[str, float] | None = None) -> str | None:
+  """PSNR and probe accuracy, mean ± std over seeds, per rung and budget.
+
+  The probe axis spans its values (they differ by hundredths), with
+  `references` (label → probe accuracy, e.g. an untrained encoder's) drawn
+  as dashed lines.
+  """
   plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4))
   width = 0.8 / max(len(budgets), 1)
   for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "probe_accuracy", "probe top-1")):
+    shown = []
     for i, steps in enumerate(budgets):
       means = [np.mean(table.get((r.name, steps), {}).get(metric) or [np.nan]) for r in rungs]
       stds = [_sample_std(table.get((r.name, steps), {}).get(metric)) for r in rungs]
       ax.bar(np.arange(len(rungs)) + i * width, means, width, yerr=stds, capsize=2,
              label=f"{steps} steps")
+      shown += [m for m in means if np.isfinite(m)]
+    if metric == "probe_accuracy" and shown:
+      for j, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=f"C{len(budgets) + j}", linestyle="--", linewidth=1, label=name)
+        shown.append(value)
+      ax.set_ylim(min(shown) - 0.02, min(1.0, max(shown) + 0.01))
+      ax.legend(fontsize=7)
     ax.set_xticks(np.arange(len(rungs)) + width * (len(budgets) - 1) / 2)
     ax.set_xticklabels([r.name for r in rungs], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(label)
