@@ -212,12 +212,19 @@ def plan(rungs: Iterable[str], seeds: Iterable[int], budgets: Iterable[int],
   return jobs
 
 
+def _where_this_runs() -> dict[str, str]:
+  """The platform, device kind and JAX version of this process (what `platform_of` reads)."""
+  import jax  # pylint: disable=g-import-not-at-top  (the report alone needs no JAX)
+
+  return {"platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+          "jax_version": jax.__version__}
+
+
 def record_command(out: str, command: str) -> None:
   """Appends `command` and where it runs to `<out>/commands.txt` (once per distinct line),
   so a report can say what produced a folder of results."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  line = f"{command}  # {jax.default_backend()}: {jax.devices()[0].device_kind}"
+  where = _where_this_runs()
+  line = f"{command}  # {where['platform']}: {where['device_kind']}"
   path = os.path.join(out, "commands.txt")
   seen = open(path).read().splitlines() if os.path.exists(path) else []
   if line not in seen:
@@ -302,8 +309,7 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
     # seed spread, so the report keeps them apart (`platform_of`).
     row = dict(res, rung=job.rung.name, seed=job.seed, steps=budget,
                description=job.rung.description, segment_wall_s=train_wall, total_wall_s=wall,
-               platform=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
-               jax_version=jax.__version__)
+               **_where_this_runs())
     with open(path, "w") as f:
       json.dump(row, f, indent=1, sort_keys=True)
     log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
@@ -537,15 +543,24 @@ def fidelity_comparison(out: str, before_path: str, *, seed: int = 0, steps: int
   return lines
 
 
-def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
-  """One claim at one budget: its verdict, difference, threshold and seeds."""
+def _claim_cells(table, claim: Claim, steps: int) -> tuple[dict, dict] | None:
+  """The two rungs' cells of a claim at one budget, or None if either lacks its metric."""
   a, b = table.get((claim.a, steps)), table.get((claim.b, steps))
   if not a or not b or not a.get(claim.metric) or not b.get(claim.metric):
+    return None
+  return a, b
+
+
+def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
+  """One claim at one budget: its verdict, difference, threshold and seeds."""
+  cells = _claim_cells(table, claim, steps)
+  if cells is None:
     return "–"
+  a, b = cells
   v, diff, threshold = verdict(a[claim.metric], b[claim.metric])
-  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{3 if abs(diff) < 0.1 else 2}f}"
-  where = sorted({a["platform"], b["platform"]} - {home})
   d = 3 if abs(diff) < 0.1 else 2
+  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}"
+  where = sorted({a["platform"], b["platform"]} - {home})
   return (f"{v} (Δ {diff:+.{d}f}{thr}; n {len(a[claim.metric])}/{len(b[claim.metric])}"
           + (f"; {', '.join(where)}" if where else "") + ")")
 
@@ -566,10 +581,9 @@ def downstream_summary(table, budgets: Sequence[int]) -> str:
     by_verdict: dict[str, list[str]] = {}
     diffs = []
     for steps in budgets:
-      a = table.get((claim.a, steps), {}).get(claim.metric)
-      b = table.get((claim.b, steps), {}).get(claim.metric)
-      if a and b:
-        v, diff, _ = verdict(a, b)
+      cells = _claim_cells(table, claim, steps)
+      if cells is not None:
+        v, diff, _ = verdict(cells[0][claim.metric], cells[1][claim.metric])
         by_verdict.setdefault(v, []).append(str(steps))
         diffs.append(diff)
     if not diffs:
@@ -657,10 +671,12 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
             "rule:", "", *_claims_table(table, DOWNSTREAM, budgets, home), "",
             downstream_summary(table, budgets), ""]
   ref_path = os.path.join(out, "reference_probes.json")
+  references = None
   if os.path.exists(ref_path):
     with open(ref_path) as f:
       ref = json.load(f)
     untrained = list(ref["untrained_encoder"].values())
+    references = {"raw pixels": ref["pixels"], "untrained encoder": float(np.mean(untrained))}
     lines += [f"For scale, the same probe (same {ref['probe_train_examples']} training images, "
               f"same test split): on the raw pixels {ref['pixels']:.3f}; on an untrained "
               f"encoder's codes {_mean_std(untrained, 3)} ({len(untrained)} seeds; "
@@ -702,10 +718,6 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
               "against the seed spread in the tables above.", "",
               *fidelity_comparison(out, compare_with), ""]
   figures = []
-  references = None
-  if os.path.exists(ref_path):
-    references = {"raw pixels": ref["pixels"],
-                  "untrained encoder": float(np.mean(list(ref["untrained_encoder"].values())))}
   bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"), references)
   if bars:
     figures.append(f"![mean ± std per rung]({rel(bars)})")
