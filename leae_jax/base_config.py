@@ -32,12 +32,17 @@ def get_base_config(modality: str = "image") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.modality = modality
   c.dataset = "shapes"
-  c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir
+  # Where the dataset is: an image folder (<dir>/{train,test}/<class>/<image>)
+  # or a TFDS data dir (None: TFDS's default).
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.idx_dir = ml_collections.FieldReference(None, field_type=str)  # offline Fashion-MNIST files
   # A prepared copy of the dataset (`python -m leae_jax.prepare`): uint8 records
   # already at image_size; training batches then stay uint8 until the device.
   c.prepared_dir = ml_collections.FieldReference(None, field_type=str)
   c.image_size = -1  # the input's side (a series' length); -1: the dataset's default
+  # How stored images are brought to image_size (data.FitImage): auto, resize
+  # (centred square resized), center_crop (central window) or pad.
+  c.fit = "auto"
   c.num_workers = 0  # grain worker processes (0: decode in the main process)
   c.download = False  # let TFDS download (needs internet)
 

@@ -53,11 +53,15 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   base_config.check_scalars(config)
   modality = modalities.get(config.modality)
   info = data.dataset_info(config.dataset)
+  if config.fit not in data.FITS:
+    raise ValueError(f"fit={config.fit!r} is not valid: it must be one of {', '.join(data.FITS)}.")
   if info.modality != modality.name:
     others = ", ".join(n for n in data.valid_names() if data.dataset_info(n).modality == modality.name)
     raise ValueError(f"dataset={config.dataset!r} is not valid for modality={modality.name!r}: it "
                      f"holds {info.modality} data; the "
                      f"{modality.name} datasets are {others}.")
+  # What the data holds (an image folder's size, channels, classes, split sizes).
+  info = data.describe(config.dataset, **data.config_options(config))
   if config.image_size in (-1, None):
     config.image_size = info.image_size
   config.image_channels = info.channels

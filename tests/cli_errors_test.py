@@ -245,7 +245,7 @@ CASES = [
      "mesh.fsdp=2 does not divide the 1 devices"),
     # Data.
     ("dataset", "main", [SHAPES, "--workdir={wd}", "--config.dataset=imagenet"],
-     "Unknown dataset 'imagenet'; valid names are: celeb_a, cifar10, fashion_mnist, shapes"),
+     "Unknown dataset 'imagenet'; valid names are: celeb_a, cifar10, fashion_mnist, image_folder, shapes"),
     ("fashion_missing", "main", ["--config=configs/fashion_mnist.py", "--workdir={wd}", *TINY,
                                  "--config.idx_dir=/nonexistent", "--config.data_dir={tfds}"],
      "fashion_mnist"),

@@ -11,7 +11,8 @@ import pytest
 
 from leae_jax import data
 
-NAMES = ("celeb_a", "cifar10", "fashion_mnist", "shapes", "synthetic_series", "uea_basic_motions")
+NAMES = ("celeb_a", "cifar10", "fashion_mnist", "image_folder", "shapes", "synthetic_series",
+         "uea_basic_motions")
 ONE_SHARD = dict(shard_index=0, shard_count=1)  # Explicit, so tests need not import jax.
 
 
@@ -419,27 +420,57 @@ def test_celeb_a_with_mock_data(tfds):
     assert small["image"].shape == (4, 32, 32, 3)
 
 
-def test_cifar10_offline_raises_dataset_unavailable(tfds, tmp_path, monkeypatch):
+def test_cifar10_missing_says_what_to_pass_in_one_short_line(tfds, tmp_path, monkeypatch):
   del tfds
   # The message with TensorFlow installed (tests/no_tensorflow_test.py: without).
   monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.get_source("cifar10", "train", data_dir=tmp_path, download=False)
   message = str(info.value)
-  assert isinstance(info.value, RuntimeError)
-  assert "'cifar10'" in message and str(tmp_path) in message
-  assert "tfds build cifar10" in message and "--file_format=array_record" in message
-  assert os.path.join(str(tmp_path), "downloads", "manual") in message
+  assert isinstance(info.value, RuntimeError) and "\n" not in message
+  assert message.startswith(f"data_dir={tmp_path} holds neither an image folder nor a TFDS copy "
+                            "of cifar10: pass --config.data_dir=DIR")
+  assert "--config.download=true" in message and "download=True" not in message
+  assert len(message) - len(str(tmp_path)) < 300, message  # TFDS's own text is not embedded
   assert info.value.__cause__ is not None
+  with pytest.raises(data.DatasetUnavailableError, match=r"data_dir=\S*nowhere does not exist; pass"):
+    data.get_source("cifar10", "train", data_dir=tmp_path / "nowhere")
+  assert not (tmp_path / "nowhere").exists()
 
 
-def test_failed_download_is_wrapped(tfds, tmp_path, monkeypatch):
-  def no_network(*args, **kwargs):
+def test_offline_download_fails_at_once_and_leaves_nothing(tfds, tmp_path, monkeypatch):
+  def unreachable(address, timeout=None):
+    raise OSError(101, "Network is unreachable")
+
+  def no_download(*args, **kwargs):
+    raise AssertionError("TFDS was asked to download although the host cannot be reached")
+
+  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.sources.socket, "create_connection", unreachable)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+  with pytest.raises(data.DatasetUnavailableError) as info:
+    data.get_source("cifar10", "test", data_dir=tmp_path, download=True)
+  message = str(info.value)
+  assert message.startswith("cannot download cifar10: www.cs.toronto.edu (where TFDS fetches it "
+                            "from) cannot be reached")
+  assert "nothing was downloaded" in message and "--config.data_dir=DIR" in message
+  assert os.listdir(tmp_path) == []
+
+
+def test_failed_download_is_wrapped_and_cleaned_up(tfds, tmp_path, monkeypatch):
+  def no_network(builder, *args, **kwargs):
+    # What a download that breaks off leaves: a partial archive and the dataset folder.
+    (tmp_path / "downloads").mkdir(exist_ok=True)
+    (tmp_path / "downloads" / "cifar-10-binary.tar.gz.tmp").write_bytes(b"partial")
+    (tmp_path / "cifar10").mkdir(exist_ok=True)
     raise ConnectionError("network is unreachable")
 
+  (tmp_path / "mine.txt").write_text("kept")  # what was there before stays
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
   monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
-  with pytest.raises(data.DatasetUnavailableError, match="download failed") as info:
+  monkeypatch.setattr(data.sources, "_check_network", lambda info: None)
+  with pytest.raises(data.DatasetUnavailableError, match="downloading cifar10 into") as info:
     data.get_source("cifar10", "test", data_dir=tmp_path, download=True)
   assert isinstance(info.value.__cause__, ConnectionError)
   assert "ConnectionError: network is unreachable" in str(info.value)
+  assert os.listdir(tmp_path) == ["mine.txt"]

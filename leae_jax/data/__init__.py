@@ -16,7 +16,9 @@ Datasets:
   fashion_mnist  TFDS, falling back to the original IDX gzip files (Debian package
                  `dataset-fashion-mnist`) when TFDS has not prepared it and cannot
                  download it; 28x28 padded to 32x32 by default.
-  cifar10        TFDS (ArrayRecord), 32x32x3.
+  cifar10        TFDS (ArrayRecord), 32x32x3, or an image folder of it (`data_dir`).
+  image_folder   any `<data_dir>/{train,test}/<class>/<image>.{jpg,jpeg,png}` tree
+                 (`image_folder`): size, channels and classes from the files.
   celeb_a        TFDS (ArrayRecord), the central 128×128 window of the 178×218 aligned
                  faces (no resizing, as the published runs); unlabelled (label -1).
 
@@ -35,13 +37,15 @@ once, already fitted to the training size, as uncompressed ArrayRecord shards
 (`python -m leae_jax.prepare`); its workers then only copy bytes, and training
 batches stay uint8 until the device scales them.
 
-Modules: `sources` (the dataset registry, in which each entry knows how to
+Modules: `errors` (the errors and splits, at the bottom), `image_folder`
+(image-folder trees), `sources` (the dataset registry, in which each entry knows how to
 open itself, so adding a dataset is one entry; the shapes, IDX and TFDS
 sources; the errors), `prepared` (prepared records), `transforms` (the grain `Map` transforms and
 `preprocess_ops`) and `loaders` (samplers, `BatchSchedule` and the loaders).
 Everything public is re-exported here: `data.create_train_loader(...)`.
 """
 
+from leae_jax.data import image_folder
 from leae_jax.data import prepared
 from leae_jax.data import sources
 from leae_jax.data.loaders import (
@@ -56,6 +60,7 @@ from leae_jax.data.loaders import (
     create_train_loader,
     eval_slots,
     iterate_once,
+    load_arrays,
 )
 from leae_jax.data.sources import (
     DEFAULT_IDX_DIR,
@@ -69,6 +74,7 @@ from leae_jax.data.sources import (
     SourceOptions,
     config_options,
     dataset_info,
+    describe,
     get_source,
     num_examples,
     read_idx,
@@ -81,6 +87,8 @@ from leae_jax.data import series
 from leae_jax.data.transforms import (
     CenterCropSquare,
     CenterCropWindow,
+    FITS,
+    FitImage,
     PadImage,
     ResizeImage,
     ToFloatImage,
@@ -103,6 +111,8 @@ __all__ = [
     "DatasetUnavailableError",
     "CenterCropSquare",
     "CenterCropWindow",
+    "FITS",
+    "FitImage",
     "PadImage",
     "ResizeImage",
     "ShapesSource",
@@ -119,6 +129,9 @@ __all__ = [
     "create_loader",
     "create_train_loader",
     "dataset_info",
+    "describe",
+    "image_folder",
+    "load_arrays",
     "eval_slots",
     "get_source",
     "iterate_once",

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 import grain
 import numpy as np
 
-from leae_jax.data.sources import SourceOptions, get_source
+from leae_jax.data.sources import SourceOptions, describe, get_source
 from leae_jax.data.transforms import preprocess_ops
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "create_train_loader",
     "eval_slots",
     "iterate_once",
+    "load_arrays",
 ]
 
 #: The keyword arguments (`**source_options`) the loaders pass on to `get_source`
@@ -676,3 +677,40 @@ def create_train_loader(
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
   return TrainLoader(dataset, schedule, start_step)
+
+
+# ---------------------------------------------------------------------------
+# Arrays, for notebooks.
+# ---------------------------------------------------------------------------
+
+
+def load_arrays(name: str, split: str = "test", n: int | None = None, *,
+                image_size: int | None = None, fit: str = "auto", to_float: bool = False,
+                **source_options: Any) -> tuple[np.ndarray, np.ndarray]:
+  """The first `n` images and labels of a split, as numpy arrays, in one call.
+
+  `images, labels = data.load_arrays("image_folder", "test", 64, data_dir=DIR)`
+  (or `"cifar10"` with `data_dir=` an image folder or a TFDS copy) gives
+  `images (n, S, S, C) uint8` (float32 in [0, 1] with `to_float`) and
+  `labels (n,) int32`, records `0 .. n−1` of the split in the source's order
+  (an image folder's: by class, then file name), fitted to `image_size` as
+  training fits them (default: the data's size, `describe`). Every record
+  of the split when `n` is None.
+  """
+  _check_source_options("load_arrays", source_options)
+  info = describe(name, image_size=image_size, **source_options)
+  size = int(image_size or info.image_size)
+  source = get_source(name, split, image_size=size, **source_options)
+  ops = preprocess_ops(name, size, fit=fit, fitted=_fitted(source), to_float=to_float)
+  count = len(source) if n is None else max(0, min(int(n), len(source)))
+  records = []
+  for index in range(count):
+    record = source[index]
+    for op in ops:
+      record = op.map(record)
+    records.append(record)
+  if not records:
+    dtype = np.float32 if to_float else np.uint8
+    return np.zeros((0, size, size, info.channels), dtype), np.zeros((0,), np.int32)
+  return (np.stack([r["image"] for r in records]),
+          np.asarray([r["label"] for r in records], np.int32))

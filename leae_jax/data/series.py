@@ -83,7 +83,7 @@ class SyntheticSeriesSource:
 
   def __init__(self, split: str, *, length: int = 128, channels: int = 3,
                num_records: int | None = None, seed: int = 0):
-    sources._check_split(split)  # pylint: disable=protected-access
+    sources.check_split(split)
     if length < 8:
       raise ValueError(f"synthetic_series needs a length >= 8, got {length}.")
     if seed < 0:
@@ -219,7 +219,7 @@ class UeaSource:
   """Random-access source over one split of a UEA `.ts` problem: `{'image': (L, C), 'label'}`."""
 
   def __init__(self, problem: str, split: str, directory: str):
-    sources._check_split(split)  # pylint: disable=protected-access
+    sources.check_split(split)
     self.problem = problem
     self.split = split
     self.path = os.path.join(directory, f"{problem}_{split.upper()}.ts")

@@ -5,7 +5,11 @@ end of this module): what its images are, and how to open a split of it
 (`DatasetInfo.opener`, called by `DatasetInfo.open`). `get_source` looks the
 name up and opens the split, so adding a dataset is adding one entry. The
 sources here are the procedural `ShapesSource`, `IdxSource` over the original
-(Fashion-)MNIST IDX files, and TFDS's ArrayRecord `tfds.data_source`.
+(Fashion-)MNIST IDX files, and TFDS's ArrayRecord `tfds.data_source`; image
+folders (`<root>/<split>/<class>/<image>`) are read by `image_folder`, as the
+`image_folder` dataset and as any TFDS dataset whose `data_dir` is one.
+Where what a dataset holds depends on its files (an image folder's size,
+channels, classes and split sizes), `describe` says it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
+import socket
 import zlib
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from leae_jax.data import image_folder
+from leae_jax.data.errors import SPLITS
+from leae_jax.data.errors import CorruptDataError
+from leae_jax.data.errors import DatasetUnavailableError
+from leae_jax.data.errors import check_split
+from leae_jax.data.errors import first_line
 
 __all__ = [
     "DEFAULT_IDX_DIR",
@@ -35,9 +48,11 @@ __all__ = [
     "ShapesSource",
     "SourceOptions",
     "dataset_info",
+    "describe",
     "get_source",
     "num_examples",
     "read_idx",
+    "reads_image_folder",
     "valid_names",
 ]
 
@@ -46,15 +61,6 @@ _log = logging.getLogger(__name__)
 #: Where the Debian package `dataset-fashion-mnist` installs the original files.
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist/"
 
-_SPLITS = ("train", "test")
-
-
-class DatasetUnavailableError(RuntimeError):
-  """A TFDS dataset is not prepared locally and could not be downloaded."""
-
-
-class CorruptDataError(DatasetUnavailableError, ValueError):
-  """A data file exists but cannot be read: truncated, corrupt or of another format."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +77,7 @@ class SourceOptions:
   num_records: int | None = None
   shapes_seed: int = 0
   prepared_dir: str | os.PathLike | None = None
+  fit: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +105,10 @@ class DatasetInfo:
     preprocess: For datasets that are not images: `preprocess(info, size)`
       returns the grain transforms from raw records to model inputs
       (`preprocess_ops` uses the image transforms when it is None).
+    class_names: The classes' names in label order, where known (an image
+      folder's class folders must be these).
+    download_host: Where TFDS downloads the dataset from (tried before a
+      download, so that an offline machine fails at once).
   """
 
   name: str
@@ -117,15 +128,17 @@ class DatasetInfo:
       kw_only=True, repr=False, compare=False)
   preprocess: Callable[[DatasetInfo, int], list] | None = dataclasses.field(
       default=None, kw_only=True, repr=False, compare=False)
+  class_names: tuple[str, ...] | None = dataclasses.field(default=None, kw_only=True)
+  download_host: str | None = dataclasses.field(default=None, kw_only=True)
 
   def split_name(self, split: str) -> str:
     """Maps 'train'/'test' to the underlying split name."""
-    _check_split(split)
+    check_split(split)
     return self.train_split if split == "train" else self.test_split
 
   def split_size(self, split: str) -> int | None:
     """Number of examples in 'train'/'test', or None if unknown."""
-    _check_split(split)
+    check_split(split)
     return self.num_train if split == "train" else self.num_test
 
   def open(self, split: str, **options: Any) -> Any:
@@ -133,7 +146,7 @@ class DatasetInfo:
 
     With `num_records`, a source of more records is cut to its first `num_records`.
     """
-    _check_split(split)
+    check_split(split)
     options = SourceOptions(**options)
     if options.prepared_dir is not None:  # any dataset: its prepared copy, if one is named
       from leae_jax.data import prepared  # pylint: disable=g-import-not-at-top
@@ -145,11 +158,6 @@ class DatasetInfo:
     if options.num_records is not None and options.num_records != len(source):
       source = _FirstRecords(source, options.num_records)
     return source
-
-
-def _check_split(split: str) -> None:
-  if split not in _SPLITS:
-    raise ValueError(f"Unknown split {split!r}; valid splits are: {', '.join(_SPLITS)}.")
 
 
 # ---------------------------------------------------------------------------
@@ -180,7 +188,7 @@ class ShapesSource:
   CANVAS = 28
 
   def __init__(self, split: str, *, image_size: int = 32, num_records: int | None = None, seed: int = 0):
-    _check_split(split)
+    check_split(split)
     if image_size < 8:
       raise ValueError(f"shapes needs image_size >= 8, got {image_size}.")
     if seed < 0:
@@ -221,7 +229,7 @@ class ShapesSource:
       raise IndexError(f"index {index} out of range for {self!r}.")
     # SeedSequence-style seeding from (seed, split, index): independent streams per
     # record, identical on every platform and in every worker process.
-    rng = np.random.default_rng([self.seed, _SPLITS.index(self.split), index])
+    rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
     kind = int(rng.integers(len(SHAPE_NAMES)))
     cx, cy = rng.integers(self.margin, self.canvas - self.margin, size=2)
     radius = int(rng.integers(self.min_radius, self.max_radius + 1))
@@ -326,7 +334,7 @@ class IdxSource:
   """
 
   def __init__(self, idx_dir: str | os.PathLike, split: str):
-    _check_split(split)
+    check_split(split)
     self.idx_dir = os.fspath(idx_dir)
     self.split = split
     paths = [os.path.join(self.idx_dir, f) for f in _IDX_FILES[split]]
@@ -381,11 +389,6 @@ def _tfds_data_dir(data_dir: str | os.PathLike | None) -> str:
   return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
-def _first_line(err: BaseException) -> str:
-  text = str(err).strip().splitlines()
-  return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 #: What installs TensorFlow, which only preparing (building) a TFDS copy needs.
 PREPARE_INSTALL = 'pip install -e ".[prepare]"'
 
@@ -417,56 +420,132 @@ def _absl_warnings_silenced() -> Iterator[None]:
     absl_logger.setLevel(level)
 
 
-def _tfds_source(info: DatasetInfo, split: str, options: SourceOptions) -> Any:
-  """`tfds.data_source` for one split; any failure becomes DatasetUnavailableError.
+def _how_to_provide(info: DatasetInfo, *, download: bool = True) -> str:
+  """What to pass to read `info`'s dataset, for the end of an error line."""
+  name = info.tfds_name or info.name
+  text = (f"pass --config.data_dir=DIR, where DIR holds {name} as an image folder "
+          f"(DIR/{{train,test}}/<class>/<image>.jpg|png) or a prepared TFDS copy "
+          f"(DIR/{name}/<version>/)")
+  return text + (", or --config.download=true on a machine with a network" if download else "")
 
-  Reading an ArrayRecord copy needs only `tensorflow_datasets`; building one
-  (download=True on a missing dataset, `tfds build`) also needs TensorFlow, so
-  without it nothing is downloaded and a missing copy names `PREPARE_INSTALL`.
+
+#: Seconds to wait for a dataset's download host before calling the machine offline.
+NETWORK_TIMEOUT = 5.0
+
+
+def _check_network(info: DatasetInfo) -> None:
+  """DatasetUnavailableError at once when `info.download_host` cannot be reached (offline)."""
+  host = info.download_host
+  if host is None:
+    return
+  try:
+    socket.create_connection((host, 443), timeout=NETWORK_TIMEOUT).close()
+  except OSError as err:
+    raise DatasetUnavailableError(
+        f"cannot download {info.tfds_name}: {host} (where TFDS fetches it from) cannot be "
+        f"reached ({first_line(err)}); nothing was downloaded. Without a network, "
+        f"{_how_to_provide(info, download=False)}."
+    ) from err
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: str) -> Iterator[None]:
+  """Deletes what appears in `folder` (and `folder` itself, if new) when the body raises:
+  a failed download leaves no partial files behind."""
+  existed = os.path.isdir(folder)
+  before = set(os.listdir(folder)) if existed else set()
+  try:
+    yield
+  except BaseException:
+    if not existed:
+      shutil.rmtree(folder, ignore_errors=True)
+    elif os.path.isdir(folder):
+      for entry in set(os.listdir(folder)) - before:
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          with contextlib.suppress(OSError):
+            os.remove(path)
+    raise
+
+
+def _tfds_source(info: DatasetInfo, split: str, options: SourceOptions) -> Any:
+  """The split from `options.data_dir`: an image folder, or TFDS's copy (`tfds.data_source`).
+
+  A `data_dir` laid out as an image folder (`image_folder`) is read as one,
+  its class folders checked against the dataset's classes. Otherwise TFDS
+  reads its ArrayRecord copy (needs only `tensorflow_datasets`); building one
+  (`download=True` on a missing dataset) also needs TensorFlow and a network:
+  without TensorFlow nothing is downloaded and the error names
+  `PREPARE_INSTALL`; offline, the download host is tried for a few seconds
+  (`NETWORK_TIMEOUT`) and nothing is written. Any failure is one
+  DatasetUnavailableError line saying what to pass.
   """
   assert info.tfds_name is not None
   data_dir, download = options.data_dir, options.download
+  if image_folder.is_image_folder(data_dir):
+    return _image_folder_source(info, split, options)
   data_dir_str = _tfds_data_dir(data_dir)
+  name = info.tfds_name
+  if data_dir is not None and not os.path.isdir(data_dir_str):
+    raise DatasetUnavailableError(f"data_dir={data_dir_str} does not exist; {_how_to_provide(info)}.")
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as err:
     raise DatasetUnavailableError(
         f"Dataset {info.name!r} needs TensorFlow Datasets: pip install -e . "
-        f"({_first_line(err)})."
+        f"({first_line(err)})."
     ) from err
-  has_tensorflow = _tensorflow_installed()
-  try:
+
+  def read(download_now: bool) -> Any:
     # TFDS warns about what it does not find (e.g. "Variant folder ... has no
     # dataset_info.json") on its way to failing; the error below says it all.
     with _absl_warnings_silenced():
-      return tfds.data_source(
-          info.tfds_name,
-          split=info.split_name(split),
-          data_dir=None if data_dir is None else os.fspath(data_dir),
-          download=download and has_tensorflow,  # a download it cannot prepare is wasted
-      )
+      return tfds.data_source(name, split=info.split_name(split),
+                              data_dir=None if data_dir is None else os.fspath(data_dir),
+                              download=download_now)
+
+  try:
+    return read(False)
   except Exception as err:  # pylint: disable=broad-except
     # TFDS reports a missing dataset as e.g. a NotImplementedError about the
-    # TFRECORD format, and offline downloads as assorted network/IO errors; neither
-    # says what to do, so translate them all into one actionable message.
-    name = info.tfds_name
-    if not has_tensorflow and not _has_prepared_copy(data_dir_str, name):
-      raise DatasetUnavailableError(
-          f"preparing {name} needs TensorFlow: {PREPARE_INSTALL} (there is no prepared "
-          f"ArrayRecord copy under data_dir={data_dir_str!r}; one built elsewhere with "
-          f"`tfds build {name} --data_dir=<dir> --file_format=array_record` can be copied "
-          f"from <dir>/{name} to {os.path.join(data_dir_str, name)})."
-      ) from err
-    how = "download was disabled (download=False)" if not download else "the download failed"
+    # TFRECORD format: say instead what the folder lacks and what to pass.
+    read_error = err
+  if _has_prepared_copy(data_dir_str, name):
     raise DatasetUnavailableError(
-        f"TFDS dataset {name!r} (split {info.split_name(split)!r}) is not prepared in "
-        f"ArrayRecord format under data_dir={data_dir_str!r} and {how} "
-        f"[{_first_line(err)}]. To provide it manually: on a machine with internet run "
-        f"`tfds build {name} --data_dir=<dir> --file_format=array_record` and copy "
-        f"<dir>/{name} into {data_dir_str}; or place the raw files in the TFDS manual dir "
-        f"{os.path.join(data_dir_str, 'downloads', 'manual')} and call with download=True "
-        f"(or run that `tfds build` here with --manual_dir)."
+        f"the TFDS copy of {name} under data_dir={data_dir_str} cannot be read "
+        f"[{first_line(read_error)}]; TFDS reads ArrayRecord copies (`tfds build {name} "
+        f"--file_format=array_record`)."
+    ) from read_error
+  if not download:
+    where = (f"data_dir={data_dir_str} holds neither an image folder nor a TFDS copy of {name}"
+             if data_dir is not None else
+             f"{name} is not in TFDS's default folder {data_dir_str}")
+    raise DatasetUnavailableError(f"{where}: {_how_to_provide(info)}.") from read_error
+  if not _tensorflow_installed():  # a download TFDS cannot prepare would be wasted
+    raise DatasetUnavailableError(
+        f"preparing {name} needs TensorFlow: {PREPARE_INSTALL} (there is no prepared "
+        f"ArrayRecord copy under data_dir={data_dir_str!r}; one built elsewhere with "
+        f"`tfds build {name} --data_dir=<dir> --file_format=array_record` can be copied "
+        f"to {os.path.join(data_dir_str, name)})."
+    ) from read_error
+  _check_network(info)
+  try:
+    with _removed_on_failure(data_dir_str):
+      return read(True)
+  except Exception as err:  # pylint: disable=broad-except
+    raise DatasetUnavailableError(
+        f"downloading {name} into data_dir={data_dir_str} failed [{first_line(err)}]; nothing "
+        f"was kept. Or {_how_to_provide(info, download=False)}."
     ) from err
+
+
+def _image_folder_source(info: DatasetInfo, split: str,
+                         options: SourceOptions) -> image_folder.ImageFolderSource:
+  """`split` of the image folder `options.data_dir`, checked as `describe` checks it."""
+  described = describe(info.name, **dataclasses.asdict(options))
+  return image_folder.ImageFolderSource(options.data_dir, split, channels=described.channels)
 
 
 def _fashion_mnist_source(info: DatasetInfo, split: str, options: SourceOptions) -> Any:
@@ -510,16 +589,25 @@ _REGISTRY: dict[str, DatasetInfo] = {
             name="fashion_mnist", image_size=32, channels=1, num_classes=10, has_labels=True,
             num_train=60_000, num_test=10_000, native_size=(28, 28), tfds_name="fashion_mnist",
             opener=_fashion_mnist_source,
+            download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com",
         ),
         DatasetInfo(
             name="cifar10", image_size=32, channels=3, num_classes=10, has_labels=True,
             num_train=50_000, num_test=10_000, native_size=(32, 32), tfds_name="cifar10",
-            opener=_tfds_source,
+            opener=_tfds_source, download_host="www.cs.toronto.edu",
+            class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                         "ship", "truck"),
         ),
         DatasetInfo(
             name="celeb_a", image_size=128, channels=3, num_classes=None, has_labels=False,
             num_train=162_770, num_test=19_962, native_size=(218, 178), tfds_name="celeb_a",
-            fit="center_crop", opener=_tfds_source,
+            fit="center_crop", opener=_tfds_source, download_host="mmlab.ie.cuhk.edu.hk",
+        ),
+        # Any image folder (`--config.data_dir=DIR`): its size, channels,
+        # classes and split sizes come from the files (`describe`).
+        DatasetInfo(
+            name="image_folder", image_size=0, channels=0, num_classes=None, has_labels=True,
+            opener=_image_folder_source,
         ),
     )
 }
@@ -546,11 +634,78 @@ def dataset_info(name: str) -> DatasetInfo:
     ) from None
 
 
+def reads_image_folder(info: DatasetInfo, options: SourceOptions) -> bool:
+  """Whether `info`'s split opens as an image folder with these options (`image_folder`)."""
+  if options.prepared_dir is not None:
+    return False
+  return info.opener is _image_folder_source or (
+      info.tfds_name is not None and image_folder.is_image_folder(options.data_dir))
+
+
+def describe(name: str, **options: Any) -> DatasetInfo:
+  """`name`'s registry entry, completed with what the data that `options` point at holds.
+
+  Read from an image folder (dataset `image_folder`, or a TFDS dataset whose
+  `data_dir` is one): the image size (`native_size`, and `image_size` its
+  shorter side unless `options` set one), channels, classes and split sizes
+  come from the files (`image_folder.folder_facts`, which checks the whole
+  folder), and the class folders must be the dataset's `class_names`. Read
+  from prepared records: split sizes (and an image folder's facts) from its
+  manifest. Otherwise the entry as registered. `options` are `get_source`'s.
+
+  Raises:
+    ValueError: unknown dataset.
+    DatasetUnavailableError: the folder or manifest is missing or bad (one line naming it).
+  """
+  info = dataset_info(name)
+  opts = SourceOptions(**options)
+  if opts.prepared_dir is not None:
+    from leae_jax.data import prepared  # pylint: disable=g-import-not-at-top
+
+    manifest = prepared.read_manifest(opts.prepared_dir)
+    splits = manifest.get("splits", {})
+    facts = manifest.get("described", {})
+    return dataclasses.replace(
+        info, image_size=info.image_size or int(manifest["image_size"]),
+        channels=int(manifest["channels"]),
+        num_train=splits.get("train", {}).get("num_records", info.num_train),
+        num_test=splits.get("test", {}).get("num_records", info.num_test),
+        num_classes=facts.get("num_classes", info.num_classes),
+        class_names=tuple(facts["class_names"]) if facts.get("class_names") else info.class_names)
+  if not reads_image_folder(info, opts):
+    return info
+  if opts.data_dir is None:
+    raise image_folder.ImageFolderError(
+        f"dataset={name!r} reads an image folder: set --config.data_dir=DIR, where DIR holds "
+        f"DIR/{{train,test}}/<class>/<image>.jpg|png.")
+  image_size = opts.image_size if opts.image_size and opts.image_size > 0 else None
+  facts = image_folder.folder_facts(opts.data_dir, image_size=image_size)
+  if info.class_names is not None and facts.classes != info.class_names:
+    raise image_folder.ImageFolderError(
+        f"image folder {facts.root} has the class folders {', '.join(facts.classes)}, but "
+        f"{name} has the classes {', '.join(info.class_names)}; use --config.dataset=image_folder "
+        f"for another dataset.")
+  if info.channels and facts.channels != info.channels:
+    raise image_folder.ImageFolderError(
+        f"image folder {facts.root} holds {facts.channels}-channel images, but {name} has "
+        f"{info.channels}; use --config.dataset=image_folder for another dataset.")
+  native = facts.native_size
+  labelled = info.has_labels or info.opener is _image_folder_source  # CelebA's folders: no classes
+  return dataclasses.replace(
+      info, image_size=info.image_size or (min(native) if native else int(image_size)),
+      channels=facts.channels, num_classes=len(facts.classes) if labelled else None,
+      has_labels=labelled, num_train=facts.num_train, num_test=facts.num_test,
+      native_size=native, class_names=facts.classes if labelled else None)
+
+
 def config_options(config: Any) -> dict[str, Any]:
   """The source options a run's config sets (`image_size`, `data_dir`, `download`,
-  `idx_dir`, `prepared_dir`): pass `**config_options(config)` to `get_source` or any loader."""
-  return dict(image_size=config.image_size, data_dir=config.data_dir, download=config.download,
-              idx_dir=config.idx_dir, prepared_dir=config.prepared_dir)
+  `idx_dir`, `prepared_dir`, `fit`): pass `**config_options(config)` to `get_source`,
+  `describe` or any loader."""
+  image_size = config.image_size if config.image_size and config.image_size > 0 else None
+  return dict(image_size=image_size, data_dir=config.data_dir, download=config.download,
+              idx_dir=config.idx_dir, prepared_dir=config.prepared_dir,
+              fit=config.fit)
 
 
 def uint8_batches(config: Any) -> bool:
@@ -570,6 +725,7 @@ def get_source(
     num_records: int | None = None,
     shapes_seed: int = 0,
     prepared_dir: str | os.PathLike | None = None,
+    fit: str = "auto",
 ) -> Any:
   """Returns a grain random-access data source of raw records for a split.
 
@@ -591,6 +747,8 @@ def get_source(
     shapes_seed: shapes only: base seed of the procedural generator.
     prepared_dir: Read the split from this prepared copy (`prepared.prepare`:
       uint8 records already at `image_size`) instead of the dataset's own source.
+    fit: How the loaders fit stored images to `image_size` (`preprocess_ops`);
+      sources return images as stored, so they only carry it.
 
   Returns:
     An object with `__len__` and `__getitem__` (a grain RandomAccessDataSource).
@@ -602,7 +760,7 @@ def get_source(
   """
   return dataset_info(name).open(
       split, image_size=image_size, data_dir=data_dir, download=download, idx_dir=idx_dir,
-      num_records=num_records, shapes_seed=shapes_seed, prepared_dir=prepared_dir)
+      num_records=num_records, shapes_seed=shapes_seed, prepared_dir=prepared_dir, fit=fit)
 
 
 def num_examples(name: str, split: str, **source_kwargs: Any) -> int:

@@ -19,6 +19,8 @@ from leae_jax.data.sources import dataset_info
 __all__ = [
     "CenterCropSquare",
     "CenterCropWindow",
+    "FITS",
+    "FitImage",
     "PadImage",
     "ResizeImage",
     "ToFloatImage",
@@ -140,7 +142,57 @@ class ToFloatImage(grain.transforms.Map):
     return {**element, "image": np.ascontiguousarray(out)}
 
 
-_FITS = ("auto", "pad", "resize", "center_crop")
+#: How stored images are brought to the training size (`config.fit`, `FitImage`).
+FITS = ("auto", "pad", "resize", "center_crop")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitImage(grain.transforms.Map):
+  """Brings each image to `size` x `size` as `fit` says, deciding from the image's own shape.
+
+  An image already at `size` x `size` is left as it is. Otherwise:
+
+  * 'center_crop': its central `size` x `size` window, no resizing (`CenterCropWindow`);
+  * 'pad': centred zero padding (`PadImage`; the image must not be larger);
+  * 'resize': its largest centred square (`CenterCropSquare`) resized to `size` (`ResizeImage`);
+  * 'auto': `default` when that is not 'auto' and the image is at least `size` on
+    both sides (CelebA: the central window); else a square image at most 1.25x
+    smaller than `size` is padded (Fashion-MNIST 28 → 32: pixels stay exact,
+    the border is thin) and any other image is resized as by 'resize'.
+
+  Deciding per image lets one dataset hold images of several sizes (image
+  folders of people's photos); for datasets of one stored size it is the
+  same rule for every image.
+  """
+
+  size: int
+  fit: str = "auto"
+  default: str = "auto"
+
+  def __post_init__(self):
+    for field, value in (("fit", self.fit), ("default", self.default)):
+      if value not in FITS:
+        raise ValueError(f"{field}={value!r} is not valid: it must be one of {', '.join(FITS)}.")
+
+  def ops(self, height: int, width: int) -> list[grain.transforms.Map]:
+    """The transforms that fit an image of `height` x `width`."""
+    size = self.size
+    if (height, width) == (size, size):
+      return []
+    fit = self.fit
+    if fit == "auto" and self.default != "auto" and size <= min(height, width):
+      fit = self.default
+    if fit == "center_crop":
+      return [CenterCropWindow(size)]
+    if fit == "pad" or (fit == "auto" and height == width and height < size <= 1.25 * height):
+      return [PadImage(size)]
+    return ([CenterCropSquare()] if height != width else []) + [ResizeImage(size)]
+
+  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for op in self.ops(*element["image"].shape[:2]):
+      element = op.map(element)
+    return element
+
 
 
 def preprocess_ops(
@@ -152,14 +204,15 @@ def preprocess_ops(
   Args:
     name: Registered dataset name.
     image_size: Output side (default: the registry value).
-    fit: How to bring stored images to `image_size`: 'pad' (centred zero padding,
-      target must not be smaller), 'resize', 'center_crop' (the central window
+    fit: How to bring stored images to `image_size` (`FITS`; `FitImage`, per
+      image): 'pad' (centred zero padding, target must not be smaller),
+      'resize' (the centred square, resized), 'center_crop' (the central window
       of that side, no resizing: CelebA's default), or 'auto' (the dataset's
       own default where it has one, else: non-square images are
       centre-cropped and resized; square images are padded when the target is at
       most 1.25x larger (e.g. Fashion-MNIST 28 -> 32, so pixels stay exact and the
-      border is thin) and resized otherwise. Ignored for shapes, which are
-      generated at the requested size.)
+      border is thin) and resized otherwise). Shapes are generated at the
+      requested size, so nothing is fitted.
     fitted: The records are already at `image_size` (a `prepared.PreparedSource`):
       no cropping, resizing or padding.
     to_float: End with `ToFloatImage`; without it uint8 images stay uint8
@@ -170,29 +223,16 @@ def preprocess_ops(
     'label': int32}` (or uint8 images without `to_float`).
   """
   info = dataset_info(name)
-  if fit not in _FITS:
-    raise ValueError(f"Unknown fit {fit!r}; valid values are: {', '.join(_FITS)}.")
+  if fit not in FITS:
+    raise ValueError(f"Unknown fit {fit!r}; valid values are: {', '.join(FITS)}.")
   size = int(image_size or info.image_size)
   if size <= 0:
     raise ValueError(f"image_size must be positive, got {size}.")
   if info.preprocess is not None:  # not images: the dataset's own transforms (data.series)
     return info.preprocess(info, size)
   ops: list[grain.transforms.Map] = [ToImageLabel()]
-  if fitted:
-    return ops + ([ToFloatImage()] if to_float else [])
-  if fit == "auto" and info.fit != "auto" and (
-      info.native_size is None or size <= min(info.native_size)):
-    fit = info.fit
-  if info.native_size is not None and info.native_size != (size, size):
-    h, w = info.native_size
-    if fit == "center_crop":
-      ops.append(CenterCropWindow(size))
-    elif fit == "pad" or (fit == "auto" and h == w and h < size <= 1.25 * h):
-      ops.append(PadImage(size))
-    else:
-      if h != w:
-        ops.append(CenterCropSquare())
-      ops.append(ResizeImage(size))
+  if not fitted:
+    ops.append(FitImage(size, fit, info.fit))
   if to_float:
     ops.append(ToFloatImage())
   return ops
