@@ -29,6 +29,8 @@ def describe(config: ml_collections.ConfigDict) -> str:
 def format_eval(results: dict[str, float]) -> str:
   """The headline evaluation numbers, for people (metrics.jsonl has them all)."""
   shown = [("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("hole_psnr", "hole PSNR {:.2f} dB"),
+           ("chroma_psnr", "chroma PSNR {:.2f} dB"), ("saturation_ratio", "saturation ×{:.2f}"),
+           ("frechet_distance", "Fréchet {:.3g}"),
            ("mse", "MSE {:.5f}"), ("mae", "MAE {:.4f}"), ("loss", "loss {:.4g}")]
   return " · ".join(fmt.format(results[k]) for k, fmt in shown if k in results)
 

@@ -117,7 +117,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
                                         if objectives.spec(config.objective.name).judged else None))
   health, eig = evaluation.latent_health(result.codes, seed=config.seed)
   results.update(health)
-  info = data.dataset_info(config.dataset)
+  info = data.describe(config.dataset, **data.config_options(config))
   if probe and info.has_labels and info.num_classes:
     train_codes, train_labels = evaluation.encode_split(trainer, state, "train", probe_train_examples)
     p = probe_lib.linear_probe(train_codes, train_labels, result.codes, result.labels, info.num_classes)

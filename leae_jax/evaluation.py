@@ -15,7 +15,7 @@ the linear probe, figures and comparisons of saved runs):
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,7 @@ def eval_step(
     objective: objectives.Objective,
     mask: views.View | None,
     num_real: int | None = None,
+    features: Callable[[jax.Array], jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
   """Objective parts on a test batch plus per-image reconstruction metrics.
 
@@ -59,7 +60,10 @@ def eval_step(
   the hole it gets on one device. Reconstructions use the running
   normalisation statistics (inference mode), so per-image numbers do not
   depend on the rest of the batch: they are returned for every slot, and the
-  caller weights the padding 0.
+  caller weights the padding 0. With `features` (a shipped Fréchet feature
+  net, `frechet.FeatureExtractor.features`), the features of every input
+  and reconstruction too (`features_input`, `features_recon`), for the
+  Fréchet distance `evaluate` reports.
   """
   n = images.shape[0]
   r = n if num_real is None else min(int(num_real), n)
@@ -70,6 +74,8 @@ def eval_step(
   recon = models.decode(model, state.params["decoder"], codes)
   out.update(modalities.get(model.modality).metrics(recon, images),
              codes=codes, images=images, reconstruction=recon)
+  if features is not None:
+    out.update(features_input=features(images), features_recon=features(recon))
   if mask is not None:
     mask_params = mask.sample(key, real.shape)
     if r < n:  # the padding slots get copies of the last real image's mask
@@ -100,7 +106,10 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   full batches only (all `R` present). The key of batch `i` is
   `fold_in(eval_key, i)`. With `collect_codes`, the eval-mode codes and
   labels of every counted image are returned too (for probes and latent
-  statistics). The image grid shows real images only.
+  statistics). The image grid shows real images only. Where the trainer has
+  a Fréchet feature net (`frechet.load`: one is shipped for the dataset at
+  this size), `frechet_distance` is the Fréchet distance between the
+  features of the test images and of their reconstructions.
   """
   c = trainer.config
   num_real = int(c.eval_batch_size)
@@ -114,6 +123,7 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   counts: dict[str, float] = {}
   shown = None
   codes, labels = [], []
+  features: dict[str, list[np.ndarray]] = {k: [] for k in FEATURES}
   for i, batch in enumerate(loader):
     out = trainer.eval_step(state, trainer.global_batch(batch["image"]), jax.random.fold_in(eval_key, i))
     if not collect_codes:
@@ -138,6 +148,9 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
     if collect_codes:
       codes.append(np.asarray(out["codes"])[weights])
       labels.append(np.asarray(out["labels"])[weights])
+    for k in FEATURES:
+      if k in out:
+        features[k].append(np.asarray(out[k])[weights])
     if shown is None:
       shown = {k: np.asarray(v)[weights][: c.num_grid_images]
                for k, v in out.items() if k in GRID_ROWS}
@@ -146,11 +159,16 @@ def evaluate(trainer: Any, state: Any, *, max_batches: int = -1,
   results = {k.replace("parts/", ""): sums[k] / counts[k] for k in sums}
   results["num_images"] = counts.get("mse", 0.0)
   results = modality.summarise(results)
+  if all(features.values()) and sum(len(f) for f in features[FEATURES[0]]) >= 2:
+    results["frechet_distance"] = metrics_lib.frechet_distance(
+        *(np.concatenate(features[k]) for k in FEATURES))
   return EvalResult(results, shown or {},
                     np.concatenate(codes) if codes else None,
                     np.concatenate(labels) if labels else None)
 
 
+#: The Fréchet feature net's features of the inputs and the reconstructions (`eval_step`).
+FEATURES = ("features_input", "features_recon")
 #: Per-example metrics of the masked objectives' holes (any modality).
 MASKED_METRICS = ("masked_psnr", "hole_psnr")
 #: The per-example metrics of images (`modalities.get('image').metric_names` + the masked ones).

@@ -131,8 +131,8 @@ def _flip(key: jax.Array, images: jax.Array) -> jax.Array:
   return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 
 
-def _check_dataset(dataset: str) -> data.DatasetInfo:
-  info = data.dataset_info(dataset)  # ValueError for unknown names
+def _check_dataset(dataset: str, **source_options: Any) -> data.DatasetInfo:
+  info = data.describe(dataset, **source_options)  # ValueError for unknown names
   if info.modality != "image":
     raise ValueError(f"dataset={dataset!r} holds {info.modality} data; Fréchet feature nets are "
                      "for image datasets.")
@@ -166,7 +166,7 @@ def train(dataset: str, *, steps: int, batch_size: int = 256, learning_rate: flo
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
-  info = _check_dataset(dataset)
+  info = _check_dataset(dataset, **source_options)
   num_classes = int(info.num_classes)
   image_size = int(source_options.get("image_size") or info.image_size)
   source_options = {**source_options, "image_size": image_size}
@@ -417,7 +417,7 @@ def main(argv):
     raise cli.UserError(f"--seed={flags_.seed} is not valid: it must be >= 0.")
   try:
     config = train_lib.resolve(flags_.config)
-    _check_dataset(config.dataset)
+    _check_dataset(config.dataset, **data.config_options(config))
   except ValueError as err:
     raise cli.UserError(err) from err
   out = cli.check_writable_dir(flags_.out, "--out")

@@ -32,19 +32,23 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv  # cli.run rejects positional arguments
-  cli.check_writable_dir(FLAGS.workdir)
+  if not FLAGS.workdir:
+    raise cli.UserError("--workdir is required.")
   try:
     distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   except ValueError as err:  # an incomplete set of --coordinator_address/--num_processes/...
     raise cli.UserError(err) from err
-  # Several processes share the workdir: one log per process.
-  cli.log_to_workdir(FLAGS.workdir, "leae" if jax.process_count() == 1
-                     else f"leae_process{jax.process_index()}")
-  try:  # every check that needs no compilation: bad names, values and shapes
+  try:  # every check that needs no compilation: bad names, values, shapes and data
     trainer = train.Trainer(train.resolve(FLAGS.config))
   except ValueError as err:
     raise cli.UserError(err) from err
+  # A missing dataset stops here, before the workdir is created or written to.
+  train.open_splits(trainer.config)
+  cli.check_writable_dir(FLAGS.workdir)
+  # Several processes share the workdir: one log per process.
+  cli.log_to_workdir(FLAGS.workdir, "leae" if jax.process_count() == 1
+                     else f"leae_process{jax.process_index()}")
   train.train_and_evaluate(None, FLAGS.workdir, trainer=trainer, name=cli.flag_value("config"))
 
 

@@ -11,7 +11,7 @@ own on the kind of data:
 | input `(N, *input_shape)` | `(N, s, s, C)` in [0, 1] | `(N, L, C)`, normalised per channel |
 | model | `models.Autoencoder` | `series_models.SeriesAutoencoder` |
 | views | `views` (the `image` namespace) | `series_views` (the `sequence` namespace) |
-| per-example metrics | MSE, PSNR, SSIM | MSE, MAE, error energy per frequency band |
+| per-example metrics | MSE, PSNR, SSIM; luma and chroma PSNR, saturation (colour images); power per radial frequency band | MSE, MAE, error energy per frequency band |
 | pictures | image grid | series drawn over their reconstructions |
 
 `config.image_size` is the input's side along its spatial axes: an image's
@@ -46,7 +46,7 @@ class Modality:
     noun: The inputs, in messages ("images", "series").
     create_model: `(config.model, size, channels) -> model`; the model has
       `input_shape`, `latent_shape`, `encode`, `decode` and a `modality`.
-    metric_names: The keys of `metrics`' result.
+    metric_names: The keys `metrics`' result may have (grey images have no colour metrics).
     metrics: `(reconstruction, inputs) -> {name: (N,) per-example values}`.
     summarise: The evaluation's means of those values → the reported metrics.
     picture: Batches in `evaluation.grid_rows` order → an HWC picture in [0, 1].
@@ -67,14 +67,44 @@ class Modality:
     return f"{self.size_label(size, channels)} {self.noun}"
 
 
+def _band_names(prefix: str, bands=metrics_lib.SPECTRAL_BANDS) -> tuple[str, ...]:
+  return tuple(f"{prefix}_b{i}" for i in range(len(bands)))
+
+
+# Sums over the test split, divided by `_image_summary` (ratios of means).
+_IMAGE_POWER, _IMAGE_RECON_POWER = (_band_names("band_power", metrics_lib.IMAGE_BANDS),
+                                    _band_names("band_recon_power", metrics_lib.IMAGE_BANDS))
+_CHROMA = ("chroma", "recon_chroma")
+#: Colour metrics: only colour (3-channel) images have them.
+COLOUR_METRICS = ("luma_psnr", "chroma_psnr") + _CHROMA
+
+
 def _image_metrics(recon: jax.Array, images: jax.Array) -> Metrics:
-  return dict(mse=metrics_lib.per_image_mse(recon, images),
-              psnr=metrics_lib.per_image_psnr(recon, images),
-              ssim=metrics_lib.per_image_ssim(recon, images))
+  out = dict(mse=metrics_lib.per_image_mse(recon, images),
+             psnr=metrics_lib.per_image_psnr(recon, images),
+             ssim=metrics_lib.per_image_ssim(recon, images))
+  if images.shape[-1] == 3:  # grey images have no colour to measure
+    out.update(luma_psnr=metrics_lib.per_image_luma_psnr(recon, images),
+               chroma_psnr=metrics_lib.per_image_chroma_psnr(recon, images),
+               chroma=metrics_lib.per_image_chroma(images),
+               recon_chroma=metrics_lib.per_image_chroma(recon))
+  for names, x in ((_IMAGE_POWER, images), (_IMAGE_RECON_POWER, recon)):
+    power = metrics_lib.image_band_power(x)
+    out.update({name: power[:, i] for i, name in enumerate(names)})
+  return out
 
 
-def _band_names(prefix: str) -> tuple[str, ...]:
-  return tuple(f"{prefix}_b{i}" for i in range(len(metrics_lib.SPECTRAL_BANDS)))
+def _image_summary(results: Mapping[str, float]) -> dict[str, float]:
+  """`saturation_ratio`: mean chroma of the reconstructions / of the inputs (below 1: colour
+  washed out); `spectral_power_b<i>`: the reconstructions' power in radial frequency band i /
+  the inputs' (`metrics.IMAGE_BANDS`; below 1 in the high bands: blurred)."""
+  out = {k: v for k, v in results.items() if k not in _CHROMA + _IMAGE_POWER + _IMAGE_RECON_POWER}
+  if "chroma" in results:
+    out["saturation_ratio"] = results["recon_chroma"] / max(results["chroma"], 1e-12)
+  for i, (inputs, recon) in enumerate(zip(_IMAGE_POWER, _IMAGE_RECON_POWER)):
+    if inputs in results:
+      out[f"spectral_power_b{i}"] = results[recon] / max(results[inputs], 1e-12)
+  return out
 
 
 # Per-example energies, summed over the test split before dividing (a ratio of
@@ -115,8 +145,10 @@ def _create_series_model(config: ml_collections.ConfigDict, size: int, channels:
 
 _MODALITIES = {
     m.name: m for m in (
-        Modality("image", "images", _create_image_model, ("mse", "psnr", "ssim"), _image_metrics,
-                 dict, outputs.image_grid, lambda size, channels: f"{size}px"),
+        Modality("image", "images", _create_image_model,
+                 ("mse", "psnr", "ssim") + COLOUR_METRICS + _IMAGE_POWER + _IMAGE_RECON_POWER,
+                 _image_metrics, _image_summary, outputs.image_grid,
+                 lambda size, channels: f"{size}px"),
         Modality("sequence", "series", _create_series_model,
                  ("mse", "mae") + _BAND_ERROR + _BAND_SIGNAL + _BAND_RECON, _series_metrics,
                  _series_summary, outputs.series_grid,

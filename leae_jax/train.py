@@ -28,6 +28,7 @@ from leae_jax import console
 from leae_jax import data
 from leae_jax import distributed
 from leae_jax import evaluation
+from leae_jax import frechet
 from leae_jax import modalities
 from leae_jax import models
 from leae_jax import objectives
@@ -82,6 +83,13 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ValueError(f"Set num_train_steps: the size of {config.dataset}'s train split is unknown.")
     config.num_train_steps = schedule.num_steps(config.num_epochs)
   return config
+
+
+def open_splits(config: ml_collections.ConfigDict) -> None:
+  """Opens both splits of the run's dataset: DatasetUnavailableError (one line) if it is missing
+  or corrupt, before anything is written or compiled."""
+  for split in ("train", "test"):
+    data.get_source(config.dataset, split, **data.config_options(config))
 
 
 def data_shards(mesh_shape: tuple[int, int], num_processes: int) -> int:
@@ -274,6 +282,11 @@ class Trainer:
     self.mask = (views.get_view("inpaint", modality=self.model.modality,
                                 mask_ratio=self.objective.eval_mask_ratio)
                  if self.objective.masked else None)
+    # The Fréchet distance's feature net, where one is shipped for this dataset, size and
+    # channels (`frechet.load`; else evaluation reports no Fréchet distance).
+    self.feature_net = (frechet.load(config.dataset, image_size=int(config.image_size),
+                                     channels=int(config.image_channels))
+                        if self.model.modality == "image" else None)
     mesh_config = config.mesh
     self.mesh = sharding.create_mesh(mesh_config, devices)
     self.data_sharding = sharding.batch_sharding(self.mesh)
@@ -302,8 +315,11 @@ class Trainer:
         out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=(0,))
     self.eval_step = jax.jit(
-        under_mesh(functools.partial(evaluation.eval_step, model=self.model, objective=self.objective,
-                                     mask=self.mask, num_real=int(config.eval_batch_size))),
+        under_mesh(functools.partial(
+            evaluation.eval_step, model=self.model, objective=self.objective, mask=self.mask,
+            num_real=int(config.eval_batch_size),
+            features=(functools.partial(frechet.features_fn, self.feature_net.params)
+                      if self.feature_net is not None else None))),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
 
   def abstract_step_args(self) -> tuple[TrainState, jax.ShapeDtypeStruct]:
@@ -388,9 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
       config = resolve(config)
     trainer = Trainer(config)
   config = trainer.config
-  # A missing or corrupt dataset fails now, before anything compiles.
-  for split in ("train", "test"):
-    data.get_source(config.dataset, split, **data.config_options(config))
+  open_splits(config)  # a missing or corrupt dataset fails now, before anything compiles
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)

@@ -67,12 +67,18 @@ def files(tmp_path_factory):
                          "--config.num_train_steps=2", "--config.eval_every_steps=0"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  folder = {"train/cat/0.png": (8, 8, "RGB"), "test/cat/0.png": (8, 8, "RGB")}
+  helpers.write_image_folder(root / "mixed_sizes", {**folder, "train/cat/1.png": (8, 12, "RGB")})
+  helpers.write_image_folder(root / "other_classes", {**folder, "test/dog/0.png": (8, 8, "RGB")})
+  helpers.write_image_folder(root / "broken_image", folder)
+  helpers.write_image_folder(root / "one_class", folder)
+  (root / "broken_image" / "train" / "cat" / "1.jpg").write_bytes(b"not a jpeg")
   return {"idx": str(good), "idx_truncated": str(bad), "tfds": str(root / "empty_tfds"),
-          "file": str(root / "a_file"), "run": str(run)}
+          "file": str(root / "a_file"), "run": str(run), "inputs": str(root)}
 
 
 # (case id, module, arguments, what the one line must contain). {wd} is a fresh
-# workdir, {idx}, {idx_truncated}, {tfds}, {file}, {run} come from `files`.
+# workdir, {idx}, {idx_truncated}, {tfds}, {file}, {run}, {inputs} come from `files`.
 CASES = [
     # Flags and the config file.
     ("config_missing", "main", ["--config=configs/nope.py", "--workdir={wd}"],
@@ -254,7 +260,31 @@ CASES = [
      "train-images-idx3-ubyte"),
     ("cifar_not_prepared", "main", ["--config=configs/cifar.py", "--workdir={wd}",
                                     "--config.data_dir={tfds}"],
-     "cifar10"),
+     "data_dir={tfds} holds neither an image folder nor a TFDS copy of cifar10: pass "
+     "--config.data_dir=DIR, where DIR holds cifar10 as an image folder"),
+    ("cifar_data_dir_missing", "main", ["--config=configs/cifar.py", "--workdir={wd}",
+                                        "--config.data_dir={inputs}/nowhere"],
+     "data_dir={inputs}/nowhere does not exist; pass --config.data_dir=DIR"),
+    ("cifar_other_classes", "main", ["--config=configs/cifar.py", "--workdir={wd}",
+                                     "--config.data_dir={inputs}/one_class"],
+     "has the class folders cat, but cifar10 has the classes airplane, automobile"),
+    # Image folders.
+    ("image_folder_no_data_dir", "main", [SHAPES, "--workdir={wd}", "--config.dataset=image_folder"],
+     "dataset='image_folder' reads an image folder: set --config.data_dir=DIR"),
+    ("image_folder_mixed_sizes", "main", [SHAPES, "--workdir={wd}", "--config.dataset=image_folder",
+                                          "--config.data_dir={inputs}/mixed_sizes",
+                                          "--config.image_size=-1"],
+     "images differ in size (train/cat/0.png is 8×8, train/cat/1.png is 8×12; 2 sizes in all) and "
+     "no image_size is set: set --config.image_size=S"),
+    ("image_folder_other_classes", "main", [SHAPES, "--workdir={wd}",
+                                            "--config.dataset=image_folder",
+                                            "--config.data_dir={inputs}/other_classes"],
+     "the class folders of train/ and test/ differ (only in test/: dog)"),
+    ("image_folder_broken_image", "main", [SHAPES, "--workdir={wd}", "--config.dataset=image_folder",
+                                           "--config.data_dir={inputs}/broken_image"],
+     "broken_image/train/cat/1.jpg cannot be decoded as an image"),
+    ("image_folder_fit", "main", [SHAPES, "--workdir={wd}", "--config.fit=stretch"],
+     "fit='stretch' is not valid: it must be one of auto, pad, resize, center_crop"),
     # Resuming with a config whose state has another shape.
     ("resume_other_shape", "main", [SHAPES, "--workdir={run}", *TINY, "--config.model.hidden=12"],
      "does not fit this config: model.hidden: checkpoint 8 vs config 12"),
@@ -307,8 +337,8 @@ CASES = [
 
 @pytest.mark.parametrize("case,module,args,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line(case, module, args, expected, server, files, tmp_path):
-  del case
   args = [a.format(wd=tmp_path / "wd", **files) for a in args]
+  expected = expected.format(wd=tmp_path / "wd", **files)
   proc = server.run(f"leae_jax.{module}", args)
   everything = proc["stdout"] + proc["stderr"]
   lines = [l for l in proc["stderr"].splitlines() if l.strip()]
@@ -316,3 +346,5 @@ def test_bad_input_is_one_line(case, module, args, expected, server, files, tmp_
   assert "Traceback" not in everything, everything[-3000:]
   assert len(lines) == 1, everything[-3000:]
   assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+  if case.startswith(("cifar_", "image_folder_")):  # data is checked before the workdir is made
+    assert not (tmp_path / "wd").exists()

@@ -186,3 +186,48 @@ def run_on_devices(script: str, devices: int, timeout: int = 600) -> dict:
                         env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_image_folder(root, files: dict, seed: int = 0) -> dict:
+  """Writes an image folder: `files` maps 'split/class/name.png' to (height, width, mode).
+
+  PNG is lossless, so the pixels written are the pixels a loader must return:
+  returns {relative path: the uint8 array written}.
+  """
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+  written = {}
+  for relative, (height, width, mode) in files.items():
+    path = os.path.join(os.fspath(root), relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode).save(path)
+    written[relative] = pixels
+  return written
+
+
+#: The real CIFAR-10 files (JPEG q75) of the development machines and CI; absent on users' machines.
+CIFAR10_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir,
+                              "shared", "data", "cifar10")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+
+
+def cifar10_subset(root, train_per_class: int = 12, test_per_class: int = 4) -> str:
+  """A copy of the first files of every class of the real CIFAR-10 folder (hard links where the
+  file system allows): the real JPEGs, few enough for fast tests."""
+  import shutil
+
+  for split, count in (("train", train_per_class), ("test", test_per_class)):
+    for name in CIFAR10_CLASSES:
+      source = os.path.join(CIFAR10_FOLDER, split, name)
+      target = os.path.join(os.fspath(root), split, name)
+      os.makedirs(target, exist_ok=True)
+      for file_name in sorted(os.listdir(source))[:count]:
+        try:
+          os.link(os.path.join(source, file_name), os.path.join(target, file_name))
+        except OSError:
+          shutil.copy(os.path.join(source, file_name), os.path.join(target, file_name))
+  return os.fspath(root)

@@ -195,7 +195,8 @@ def prepare(name: str, out_dir: str | os.PathLike, *, splits: Sequence[str] = ("
   from leae_jax.data import transforms
   # pylint: enable=g-import-not-at-top
 
-  info = sources.dataset_info(name)
+  # What the data holds (an image folder's size, channels and classes come from its files).
+  info = sources.describe(name, image_size=image_size, **source_options)
   size = int(image_size or info.image_size)
   ops = [op for op in transforms.preprocess_ops(name, size, fit=fit)
          if not isinstance(op, transforms.ToFloatImage)]
@@ -203,6 +204,9 @@ def prepare(name: str, out_dir: str | os.PathLike, *, splits: Sequence[str] = ("
   os.makedirs(out_dir, exist_ok=True)
   manifest = {"format": FORMAT, "dataset": name, "image_size": size, "channels": info.channels,
               "fit": fit, "ops": [repr(op) for op in ops], "splits": {}}
+  if info.class_names is not None:  # `sources.describe` reads them back for prepared runs
+    manifest["described"] = {"num_classes": info.num_classes,
+                             "class_names": list(info.class_names)}
   try:  # keep splits prepared earlier (e.g. --splits=test after train)
     previous = read_manifest(out_dir)
     if (previous["dataset"], previous["image_size"]) == (name, size):

@@ -342,7 +342,7 @@ def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: in
 
   log("ladder: reference probes (raw pixels, untrained encoders)")
   config = train.resolve(rung_config(RUNGS[0], seed=int(seeds[0]), steps=1, **config_kw))
-  num_classes = data.dataset_info(config.dataset).num_classes
+  num_classes = data.describe(config.dataset, **data.config_options(config)).num_classes
 
   def pixels(split, max_examples):
     batches = -1 if max_examples < 0 else -(-max_examples // int(config.eval_batch_size))
