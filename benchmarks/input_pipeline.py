@@ -12,15 +12,22 @@ grain worker processes:
 * `prepared`: the same records written once by `data.prepared.prepare`
   (uint8 at training size), uint8 batches.
 
-Offline neither CIFAR-10 nor CelebA is available, so both read TFDS mock
-records of the real shapes (`tfds.testing.mock_data`): the source pipeline
-then skips the PNG/JPEG decoding real records need, so its figures are an
-upper bound. One read thread is one core: its images/s is the per-core rate.
+Without `--data_dir`, CIFAR-10 and CelebA read TFDS mock records of the real
+shapes (`tfds.testing.mock_data`): the source pipeline then skips the
+PNG/JPEG decoding real records need, so its figures are an upper bound. With
+`--data_dir=DIR` (an image folder, e.g. the real CIFAR-10 JPEGs), the source
+pipeline decodes the first `--records` real files of DIR:
+
+    PYTHONPATH=. python benchmarks/input_pipeline.py --configs=cifar \
+        --data_dir=../shared/data/cifar10
+
+One read thread is one core: its images/s is the per-core rate.
 Prints a markdown table and writes JSON with `--json`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -39,6 +46,8 @@ flags.DEFINE_list("configs", ["cifar", "celeba"], "base_config.load specs.")
 flags.DEFINE_integer("batches", 30, "Timed batches per setting.")
 flags.DEFINE_integer("records", 2048, "Mock records per dataset (prepared once).")
 flags.DEFINE_string("json", None, "Also write the results here.")
+flags.DEFINE_string("data_dir", None, "Read the configs' dataset from this image folder (or TFDS "
+                    "copy) instead of mock records.")
 
 SETTINGS = (("1 thread", dict(num_threads=1, worker_count=0)),
             ("2 threads", dict(num_threads=2, worker_count=0)),
@@ -59,17 +68,23 @@ def main(argv):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   rows = []
-  with tempfile.TemporaryDirectory() as tmp, tfds.testing.mock_data(
-      num_examples=FLAGS.records, policy=tfds.testing.MockPolicy.USE_CODE):
+  real = dict(data_dir=FLAGS.data_dir, num_records=FLAGS.records) if FLAGS.data_dir else {}
+  records = (contextlib.nullcontext() if real else tfds.testing.mock_data(
+      num_examples=FLAGS.records, policy=tfds.testing.MockPolicy.USE_CODE))
+  with tempfile.TemporaryDirectory() as tmp, records:
     for spec in FLAGS.configs:
-      config = train.resolve(base_config.load(spec))
+      config = base_config.load(spec)
+      if FLAGS.data_dir:
+        config.data_dir = FLAGS.data_dir
+      config = train.resolve(config)
       out = os.path.join(tmp, spec)
       t0 = time.perf_counter()
-      data.prepared.prepare(config.dataset, out, splits=("train",), image_size=config.image_size)
+      data.prepared.prepare(config.dataset, out, splits=("train",), image_size=config.image_size,
+                            **real)
       prepare_rate = FLAGS.records / (time.perf_counter() - t0)
       for name, kw in SETTINGS:
         for source in ("source", "prepared"):
-          extra = dict(prepared_dir=out, uint8_images=True) if source == "prepared" else {}
+          extra = dict(prepared_dir=out, uint8_images=True) if source == "prepared" else real
           rate = time_loader(config, FLAGS.batches, **kw, **extra)
           rows.append(dict(config=spec, image_size=int(config.image_size), setting=name,
                            source=source, images_per_s=round(rate, 1),

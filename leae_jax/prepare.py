@@ -8,8 +8,11 @@ workers only copy bytes, and batches stay uint8 until the device.
     python -m leae_jax.prepare --config=configs/celeba.py --out=/data/celeba128 --workers=8
     python -m leae_jax.main --config=configs/celeba.py --config.prepared_dir=/data/celeba128 ...
 
-The dataset itself must be readable first (for TFDS datasets, a prepared
-TFDS ArrayRecord copy under `--config.data_dir`, see the README).
+The dataset itself must be readable first: an image folder or a prepared
+TFDS ArrayRecord copy under `--config.data_dir` (see the README), e.g. the
+CIFAR-10 JPEGs:
+
+    python -m leae_jax.prepare --config=configs/cifar.py --config.data_dir=DIR --out=/data/cifar10_32
 """
 
 from absl import flags
@@ -38,13 +41,13 @@ def main(argv):
   for name in ("workers", "num_shards"):
     if FLAGS[name].value < 0:
       raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be >= 0.")
+  if FLAGS.config.prepared_dir is not None:
+    raise cli.UserError(f"config.prepared_dir={FLAGS.config.prepared_dir!r}: the config to "
+                        "prepare from must read the dataset itself; leave prepared_dir unset here.")
   try:
     config = train.resolve(FLAGS.config)
   except ValueError as err:
     raise cli.UserError(err) from err
-  if config.prepared_dir is not None:
-    raise cli.UserError(f"config.prepared_dir={config.prepared_dir!r}: the config to prepare from "
-                        "must read the dataset itself; leave prepared_dir unset here.")
   if config.dataset == "shapes":
     raise cli.UserError("dataset='shapes' is generated as float32 at any size and needs no "
                         "preparation; prepared records hold uint8 datasets.")

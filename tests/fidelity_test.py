@@ -461,7 +461,9 @@ def test_masked_consistency_backpropagates_into_both_branches(small):
 
 def test_celeba_is_the_central_128_window_without_resizing():
   ops = data.preprocess_ops("celeb_a")
-  assert [type(op).__name__ for op in ops] == ["ToImageLabel", "CenterCropWindow", "ToFloatImage"]
+  assert [type(op).__name__ for op in ops] == ["ToImageLabel", "FitImage", "ToFloatImage"]
+  # Its stored 218×178 images: the central window, nothing resized.
+  assert ops[1].ops(218, 178) == [data.CenterCropWindow(128)]
   image = np.arange(218 * 178 * 3, dtype=np.int64).reshape(218, 178, 3) % 251
   out = ops[1].map({"image": image.astype(np.uint8), "label": np.int32(-1)})["image"]
   # torchvision CenterCrop(128) of a 178×218 (W×H) image: rows 45..172, columns 25..152.

@@ -195,6 +195,22 @@ def test_report_merges_another_platforms_folder(tmp_path):
   assert "All of it on CPU" in report
 
 
+def test_colour_and_blur_columns_appear_only_where_results_hold_them():
+  grey = [_result("mse", s, 400, 20.0, 0.8, spectral_power_b3=0.5 + 0.1 * s) for s in range(2)]
+  assert [m[0] for m in ladder.table_metrics(ladder.aggregate(grey))][-1] == "spectral_power_b3"
+  assert "chroma_psnr" not in [m[0] for m in ladder.table_metrics(ladder.aggregate(grey))]
+  colour = grey + [_result("crop_step_frozen", s, 400, 19.0, 0.8, chroma_psnr=30.0 + s,
+                           saturation_ratio=0.9, frechet_distance=4.0) for s in range(2)]
+  table = ladder.aggregate(colour)
+  names = [m[0] for m in ladder.table_metrics(table)]
+  assert names[:len(ladder.METRICS)] == [m[0] for m in ladder.METRICS]
+  assert names[len(ladder.METRICS):] == ["chroma_psnr", "saturation_ratio", "spectral_power_b3",
+                                         "frechet_distance"]
+  np.testing.assert_allclose(table[("mse", 400)]["spectral_power_b3"], [0.5, 0.6])
+  assert "chroma_psnr" not in table[("mse", 400)]  # shown as – in its row
+  np.testing.assert_allclose(table[("crop_step_frozen", 400)]["chroma_psnr"], [30.0, 31.0])
+
+
 def test_reference_probes_are_computed_once(tmp_path, idx_data):
   idx, empty = idx_data
   out = str(tmp_path / "results")

@@ -53,6 +53,18 @@ from leae_jax import cli
 METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("hole_psnr", "hole PSNR", 2),
            ("probe_accuracy", "probe top-1", 3), ("latent_effective_rank", "eff. rank", 1),
            ("latent_sigreg", "SIGReg", 1))
+#: Colour and blur (`evaluation`): columns of the tables where some stored result has them
+#: (colour images have chroma; the Fréchet distance needs a shipped feature net). The
+#: highest radial frequency band's power ratio stands for blur (below 1: blurred).
+IMAGE_METRICS = (("chroma_psnr", "chroma PSNR", 2), ("saturation_ratio", "saturation", 3),
+                 ("spectral_power_b3", "high-band power", 3),
+                 ("frechet_distance", "Fréchet", 2))
+
+
+def table_metrics(table: dict) -> tuple[tuple[str, str, int], ...]:
+  """`METRICS`, and those of `IMAGE_METRICS` that some cell of `table` holds."""
+  held = {k for cell in table.values() for k in cell}
+  return METRICS + tuple(m for m in IMAGE_METRICS if m[0] in held)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,7 +424,7 @@ def aggregate_by_platform(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int
     cell = table.setdefault((r["rung"], int(r["steps"])), {}).setdefault(
         platform, {"seeds": [], "platform": platform})
     cell["seeds"].append(int(r["seed"]))
-    for key, _, _ in METRICS:
+    for key, _, _ in METRICS + IMAGE_METRICS:
       if r.get(key) is not None:
         cell.setdefault(key, []).append(float(r[key]))
   return table
@@ -634,10 +646,11 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
     for path in sorted(glob.glob(os.path.join(out, "*", "commands.txt"))):
       lines += [f"`{rel(os.path.dirname(path))}` was computed by:", "", "```",
                 *open(path).read().splitlines(), "```", ""]
+  shown = table_metrics(table)
   for steps in budgets:
     lines += [f"## {steps} steps", "",
-              "| rung | method | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |",
-              "|---|---|---|" + "---|" * len(METRICS)]
+              "| rung | method | seeds | " + " | ".join(label for _, label, _ in shown) + " |",
+              "|---|---|---|" + "---|" * len(shown)]
     for rung in rungs:
       cell = table.get((rung.name, steps))
       if cell is None:
@@ -645,7 +658,7 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
       desc = rung.description + (f" (caveat: {rung.caveat})" if rung.caveat else "")
       seeds = f"{len(cell['seeds'])}" + (f" ({cell['platform']})" if cell["platform"] != home else "")
       lines.append(f"| `{rung.name}` | {desc} | {seeds} | "
-                   + " | ".join(_mean_std(cell.get(k), d) for k, _, d in METRICS) + " |")
+                   + " | ".join(_mean_std(cell.get(k), d) for k, _, d in shown) + " |")
     lines.append("")
   if len(whole) >= 2:
     short, long = whole[0], whole[-1]
