@@ -322,7 +322,7 @@ class FeatureExtractor:
   features_fn = staticmethod(features_fn)
 
 
-def load(dataset: str, *, image_size: int, channels: int, folder: str = DEFAULT_DIR
+def load(dataset: str, *, image_size: int, channels: int, folder: str | None = None
          ) -> FeatureExtractor | None:
   """The shipped net for `dataset`, or None when there is none for this image size and channels.
 
@@ -330,7 +330,7 @@ def load(dataset: str, *, image_size: int, channels: int, folder: str = DEFAULT_
   that does not parse or lacks fields, a missing msgpack, a sha256
   mismatch, weights that do not decode into a FeatureNet.
   """
-  weights_path, json_path = _paths(dataset, folder)
+  weights_path, json_path = _paths(dataset, DEFAULT_DIR if folder is None else folder)
   if not os.path.exists(json_path):
     if os.path.exists(weights_path):
       raise ValueError(f"{weights_path}: Fréchet feature net weights without their "

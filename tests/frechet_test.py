@@ -136,3 +136,35 @@ def test_command_line_rejects_zero_steps(tmp_path):
   lines = run.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error:") and "--steps" in lines[0], run.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_evaluation_reports_the_frechet_distance_of_its_net(trained, tmp_path, monkeypatch):
+  """A run whose dataset has a net: evaluation's distance is the one computed by hand from the
+  same test images, their eval-mode reconstructions and the net's features."""
+  import helpers
+  from leae_jax import metrics
+  from leae_jax import models
+  from leae_jax import train
+
+  params, info = trained
+  frechet.save(params, info, "shapes", str(tmp_path))
+  monkeypatch.setattr(frechet, "DEFAULT_DIR", str(tmp_path))
+  config = train.resolve(helpers.tiny_config(**{"image_size": SIZE, "eval_batch_size": 24,
+                                                 "eval_batches": 1}))
+  trainer = train.Trainer(config)
+  assert trainer.feature_net is not None
+  state = trainer.init_state()
+  result = trainer.evaluate(state, max_batches=1)
+  images, _ = data.load_arrays("shapes", "test", 24, image_size=SIZE, to_float=True)
+  codes, _ = models.encode(trainer.model, state.params["encoder"], state.batch_stats,
+                           jnp.asarray(images), train=False)
+  recon = models.decode(trainer.model, state.params["decoder"], codes)
+  want = metrics.frechet_distance(np.asarray(frechet.features_fn(params, images), np.float64),
+                                  np.asarray(frechet.features_fn(params, recon), np.float64))
+  np.testing.assert_allclose(result.metrics["frechet_distance"], want, rtol=1e-3)
+  assert result.metrics["frechet_distance"] > 0
+  # Shapes are grey: blur is measured, colour is not.
+  assert "spectral_power_b3" in result.metrics and "chroma_psnr" not in result.metrics
+  # Without a shipped net for the dataset and size, no distance is reported.
+  monkeypatch.setattr(frechet, "DEFAULT_DIR", str(tmp_path / "none"))
+  assert train.Trainer(config).feature_net is None

@@ -239,3 +239,28 @@ def test_frechet_matches_scipy_sqrtm():
   assert metrics.frechet_distance(a, c) == pytest.approx(expected, rel=1e-6)
   with pytest.raises(ValueError):
     metrics.frechet_distance(a, b[:, :5])
+
+
+def test_the_image_modality_summarises_ratios_of_means():
+  from leae_jax import modalities
+
+  image = modalities.get("image")
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(size=(4, 16, 16, 3)), jnp.float32)
+  grey = jnp.repeat(jnp.mean(images, axis=-1, keepdims=True), 3, axis=-1)
+
+  def summary(recon, inputs):
+    per_image = image.metrics(recon, inputs)
+    assert set(per_image) <= set(image.metric_names)
+    return image.summarise({k: float(np.sum(v)) for k, v in per_image.items()})
+
+  same = summary(images, images)
+  np.testing.assert_allclose([same["saturation_ratio"]] + [same[f"spectral_power_b{i}"]
+                                                           for i in range(4)], 1.0, rtol=1e-6)
+  assert "chroma" not in same and "band_power_b0" not in same  # sums are consumed
+  washed = summary(grey, images)
+  assert washed["saturation_ratio"] < 1e-6 and washed["chroma_psnr"] < same["chroma_psnr"]
+  blurred = summary((images + jnp.roll(images, 1, axis=2)) / 2, images)
+  assert blurred["spectral_power_b3"] < 0.5 < blurred["spectral_power_b0"]
+  # Grey images: blur is measured, colour is not.
+  assert "saturation_ratio" not in summary(images[..., :1], images[..., :1])
