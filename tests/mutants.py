@@ -42,6 +42,8 @@ C = "tests/checkpoints_test.py::"
 M = "tests/main_test.py::"
 E = "tests/evaluate_test.py::"
 P = "tests/epoch_end_test.py::"
+IF = "tests/image_folder_test.py::"
+IM = "tests/image_metrics_test.py::"
 
 HAND = O + "test_library_loss_value_and_gradients_match_the_hand_derivation"
 MASKED_HAND = O + "test_masked_objective_value_and_gradients_match_the_hand_derivation"
@@ -302,6 +304,42 @@ MUTANTS = [
            "  return images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)",
            "  return images.astype(jnp.float32) * jnp.float32(1.0 / 256.0)",
            ("tests/prepared_test.py::test_uint8_batches_scale_on_device_to_the_same_floats",)),
+    # --- Image folders and the colour and blur metrics ---------------------------------
+    Mutant("image_folder_files_reversed", "an image folder's files are read in reverse name order",
+           "leae_jax/data/image_folder.py",
+           "names = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name))",
+           "names = sorted((e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name)),"
+           " reverse=True)",
+           (IF + "test_order_labels_and_pixels_follow_the_documented_rule",)),
+    Mutant("image_folder_classes_reversed", "class folders get labels in reverse sorted order",
+           "leae_jax/data/image_folder.py",
+           "classes = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(\".\"))",
+           "classes = sorted((e.name for e in os.scandir(path) if e.is_dir() and not "
+           "e.name.startswith(\".\")), reverse=True)",
+           (IF + "test_order_labels_and_pixels_follow_the_documented_rule",
+            IF + "test_real_files_give_the_pixels_and_labels_of_an_independent_decode")),
+    Mutant("image_folder_grey_as_rgb", "a set of only grey images is read as RGB",
+           "leae_jax/data/image_folder.py",
+           "return 1 if all(m in _GREY_MODES for m in modes) else 3", "return 3",
+           (IF + "test_an_all_grey_set_has_one_channel",)),
+    Mutant("saturation_ratio_inverted", "the saturation ratio divides the inputs' chroma by the "
+           "reconstructions'", "leae_jax/modalities.py",
+           'results["recon_chroma"] / max(results["chroma"], 1e-12)',
+           'results["chroma"] / max(results["recon_chroma"], 1e-12)',
+           (IM + "test_the_image_modality_summarises_ratios_of_means",)),
+    Mutant("band_power_keeps_the_mean", "spectral band power keeps each image's mean (DC in band 0)",
+           "leae_jax/metrics.py",
+           "  x = x - jnp.mean(x, axis=(1, 2), keepdims=True)\n", "",
+           ("tests/image_metrics_test.py",)),
+    Mutant("chroma_psnr_on_luma", "chroma PSNR compares the luma channel",
+           "leae_jax/metrics.py",
+           "per_image_mse(rgb_to_ycbcr(recon)[..., 1:], rgb_to_ycbcr(images)[..., 1:])",
+           "per_image_mse(rgb_to_ycbcr(recon)[..., :1], rgb_to_ycbcr(images)[..., :1])",
+           ("tests/image_metrics_test.py",)),
+    Mutant("frechet_of_inputs_twice", "the Fréchet distance compares the inputs' features with "
+           "themselves", "leae_jax/evaluation.py",
+           "features_recon=features(recon)", "features_recon=features(images)",
+           ("tests/frechet_test.py::test_evaluation_reports_the_frechet_distance_of_its_net",)),
 ]
 
 
