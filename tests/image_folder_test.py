@@ -166,7 +166,7 @@ def test_prepared_records_from_an_image_folder_hold_the_same_pixels_and_classes(
   written = _small_folder(tmp_path / "folder")
   out = tmp_path / "prepared"
   data.prepared.prepare("image_folder", out, data_dir=tmp_path / "folder")
-  copy = data.get_source("image_folder", "train", prepared_dir=out, image_size=8)
+  copy = data.get_source("image_folder", "train", prepared_dir=out)  # its size: the prepared one
   original = data.get_source("image_folder", "train", data_dir=tmp_path / "folder")
   assert len(copy) == len(original) == 5
   for i in range(5):

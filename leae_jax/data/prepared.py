@@ -136,10 +136,11 @@ class PreparedSource:
 
 
 def open_prepared(prepared_dir: str | os.PathLike, dataset: str, split: str,
-                  image_size: int) -> PreparedSource:
-  """`split` of `prepared_dir`, checked to hold `dataset` at `image_size` (PreparedDataError if not)."""
+                  image_size: int | None) -> PreparedSource:
+  """`split` of `prepared_dir`, checked to hold `dataset` at `image_size` (PreparedDataError if
+  not; any size when `image_size` is None: an image folder's size is the prepared one)."""
   source = PreparedSource(prepared_dir, split)
-  if source.dataset != dataset or source.image_size != int(image_size):
+  if source.dataset != dataset or (image_size and source.image_size != int(image_size)):
     raise PreparedDataError(
         f"prepared_dir={os.fspath(prepared_dir)!r} holds {source.dataset} at "
         f"{source.image_size}px, but the config trains {dataset} at {image_size}px; prepare "

@@ -152,7 +152,7 @@ class DatasetInfo:
       from leae_jax.data import prepared  # pylint: disable=g-import-not-at-top
 
       source = prepared.open_prepared(options.prepared_dir, self.name, split,
-                                      options.image_size or self.image_size)
+                                      options.image_size or self.image_size or None)
     else:
       source = self.opener(self, split, options)
     if options.num_records is not None and options.num_records != len(source):
