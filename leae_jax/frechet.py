@@ -404,7 +404,6 @@ def _define_flags():
 def main(argv):
   del argv  # cli.run rejects positional arguments
   from leae_jax import cli  # pylint: disable=g-import-not-at-top
-  from leae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 
   flags_ = FLAGS
   if flags_.steps < 1:
@@ -415,8 +414,8 @@ def main(argv):
     raise cli.UserError(f"--learning_rate={flags_.learning_rate} is not valid: it must be > 0.")
   if flags_.seed < 0:
     raise cli.UserError(f"--seed={flags_.seed} is not valid: it must be >= 0.")
+  config = flags_.config  # its dataset and data fields; image_size -1: the data's own
   try:
-    config = train_lib.resolve(flags_.config)
     _check_dataset(config.dataset, **data.config_options(config))
   except ValueError as err:
     raise cli.UserError(err) from err
@@ -440,7 +439,6 @@ FLAGS = None
 
 if __name__ == "__main__":
   from leae_jax import cli as _cli  # pylint: disable=g-import-not-at-top
-  from leae_jax import train as _train  # pylint: disable=g-import-not-at-top
 
   FLAGS = _define_flags()
-  _cli.run(main, user_errors=_train.USER_ERRORS)
+  _cli.run(main, user_errors=(data.DatasetUnavailableError,))
