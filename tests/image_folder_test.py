@@ -162,6 +162,21 @@ def test_cifar10_refuses_a_folder_of_other_classes(tmp_path):
     data.get_source("cifar10", "train", data_dir=tmp_path)
 
 
+def test_cifar10_reads_what_data_dir_holds_an_image_folder_or_a_tfds_copy(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  folder = {f"{split}/{name}/0.png": (32, 32, "RGB")
+            for split in ("train", "test") for name in helpers.CIFAR10_CLASSES}
+  written = helpers.write_image_folder(tmp_path / "folder", folder)
+  source = data.get_source("cifar10", "train", data_dir=tmp_path / "folder")
+  assert isinstance(source, data.image_folder.ImageFolderSource) and len(source) == 10
+  np.testing.assert_array_equal(source[3]["image"], written["train/cat/0.png"])
+  assert source[3]["label"] == 3
+  (tmp_path / "tfds").mkdir()
+  with tfds.testing.mock_data(num_examples=6):  # stands in for a TFDS copy in that folder
+    source = data.get_source("cifar10", "train", data_dir=tmp_path / "tfds")
+    assert not isinstance(source, data.image_folder.ImageFolderSource) and len(source) == 6
+
+
 def test_prepared_records_from_an_image_folder_hold_the_same_pixels_and_classes(tmp_path):
   written = _small_folder(tmp_path / "folder")
   out = tmp_path / "prepared"
