@@ -63,9 +63,9 @@ _log = logging.getLogger(__name__)
 #: File name endings read as images (any case).
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: Pillow modes of grey images (read as one channel when the whole set is grey).
-_GREY_MODES = ("1", "L", "LA")
+_GREY_MODES = ("1", "L", "LA", "La")
 #: Pillow modes of 8-bit colour images, converted to RGB.
-_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La")
+_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa")
 _LAYOUT = "<root>/{train,test}/<class>/<image>.{jpg,jpeg,png}"
 
 
