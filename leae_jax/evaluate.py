@@ -138,11 +138,29 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
   return results
 
 
-def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8) -> str:
+def _shown_at(trainer: train.Trainer, state: Any, indices: Sequence[int]) -> dict[str, np.ndarray]:
+  """What the first evaluation batch shows (`evaluation.GRID_ROWS`), for the test images at
+  `indices` instead of the first ones (one process; padded to split over its devices)."""
+  if jax.process_count() > 1:
+    raise ValueError("--compare_images runs on one process.")
+  c = trainer.config
+  images, _ = data.load_arrays(c.dataset, "test", indices=indices, to_float=True,
+                               **data.config_options(c))
+  padded = -(-len(images) // trainer.data_shards) * trainer.data_shards
+  images = np.concatenate([images, np.repeat(images[-1:], padded - len(images), axis=0)])
+  out = trainer.eval_step(state, trainer.global_batch(images),
+                          jax.random.fold_in(jax.random.key(c.seed + 1), 0))
+  return {k: np.asarray(out[k])[:len(indices)] for k in evaluation.GRID_ROWS if k in out}
+
+
+def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8,
+                     indices: Sequence[int] | None = None) -> str:
   """The same test images reconstructed by each run, one row per run (newest checkpoints).
 
-  Runs of masked objectives add a row of masked reconstructions (same holes
-  for every run). Row labels are drawn beside the grid.
+  The first `num_images` test images, or those at `indices` (e.g. one per
+  class of an image folder, whose test split is sorted by class). Runs of
+  masked objectives add a row of masked reconstructions (same holes for
+  every run). Row labels are drawn beside the grid.
   """
   rows, labels, inputs = [], [], None
   for workdir in workdirs:
@@ -150,11 +168,13 @@ def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8)
     if config.modality != "image":
       raise ValueError(f"--compare draws image grids, but {workdir} trained on {config.modality} "
                        f"data; its evaluation pictures are {workdir}/eval_grid_<step>.png.")
-    config.eval_batch_size = num_images  # any size works on any number of devices
-    config.num_grid_images = num_images
+    count = num_images if indices is None else len(indices)
+    config.eval_batch_size = count  # any size works on any number of devices
+    config.num_grid_images = count
     trainer = train.Trainer(config)
     state = restore_state(workdir, config, trainer)
-    shown = trainer.evaluate(state, max_batches=1).images
+    shown = (trainer.evaluate(state, max_batches=1).images if indices is None
+             else _shown_at(trainer, state, indices))
     name = os.path.basename(os.path.abspath(workdir))
     if inputs is None:
       inputs = shown["images"]
@@ -183,6 +203,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("probe_train_examples", -1, "Train codes for the probe (-1: the whole split).")
   flags.DEFINE_list("compare", [], "Workdirs to reconstruct side by side (newest checkpoints).")
   flags.DEFINE_string("compare_out", None, "Where to write the comparison grid (default: WORKDIR/compare.png).")
+  flags.DEFINE_list("compare_images", [], "Test images to compare, by index (default: the first 8).")
 
 
 def main(argv):
@@ -203,7 +224,9 @@ def main(argv):
       print(json.dumps(results, sort_keys=True))
     if FLAGS.compare:
       out = FLAGS.compare_out or os.path.join(FLAGS.workdir or FLAGS.compare[0], "compare.png")
-      print(json.dumps({"compare_png": compare_workdirs(FLAGS.compare, out)}))
+      indices = (cli.int_list("compare_images", FLAGS.compare_images)
+                 if FLAGS.compare_images else None)
+      print(json.dumps({"compare_png": compare_workdirs(FLAGS.compare, out, indices=indices)}))
   except (FileNotFoundError, ValueError) as err:  # a missing run or step, a config it cannot use
     raise cli.UserError(err) from err
 

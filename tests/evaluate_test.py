@@ -126,6 +126,20 @@ def test_masked_run_reports_hole_psnr_and_comparison_grid(tmp_path):
   assert np.isfinite(results["hole_psnr"]) and np.isfinite(results["masked_psnr"])
   out = evaluate.compare_workdirs([a, b], str(tmp_path / "compare.png"), num_images=4)
   assert os.path.getsize(out) > 1000
+  # Chosen test images show what the first evaluation batch shows for them (same holes).
+  config = evaluate.load_config(b)
+  config.eval_batch_size = config.num_grid_images = 4
+  trainer = train.Trainer(config)
+  state = evaluate.restore_state(b, config, trainer)
+  first = trainer.evaluate(state, max_batches=1).images
+  chosen = evaluate._shown_at(trainer, state, [0, 1, 2, 3])  # pylint: disable=protected-access
+  assert set(chosen) == set(first) == {"images", "reconstruction", "masked_input",
+                                       "masked_reconstruction"}
+  for key in first:
+    np.testing.assert_allclose(chosen[key], first[key], atol=1e-6)
+  later = evaluate._shown_at(trainer, state, [7, 3, 11])  # pylint: disable=protected-access
+  np.testing.assert_allclose(later["images"][1], first["images"][3])
+  assert later["images"].shape[0] == 3
 
 
 def test_pca_picture_puts_codes_beside_inputs():

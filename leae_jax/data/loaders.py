@@ -11,7 +11,7 @@ split opened by `sources.get_source` and preprocessed by
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -685,9 +685,10 @@ def create_train_loader(
 
 
 def load_arrays(name: str, split: str = "test", n: int | None = None, *,
-                image_size: int | None = None, fit: str = "auto", to_float: bool = False,
+                indices: Sequence[int] | None = None, image_size: int | None = None,
+                fit: str = "auto", to_float: bool = False,
                 **source_options: Any) -> tuple[np.ndarray, np.ndarray]:
-  """The first `n` images and labels of a split, as numpy arrays, in one call.
+  """The first `n` images and labels of a split (or those at `indices`), as numpy arrays.
 
   `images, labels = data.load_arrays("image_folder", "test", 64, data_dir=DIR)`
   (or `"cifar10"` with `data_dir=` an image folder or a TFDS copy) gives
@@ -695,7 +696,7 @@ def load_arrays(name: str, split: str = "test", n: int | None = None, *,
   `labels (n,) int32`, records `0 .. n−1` of the split in the source's order
   (an image folder's: by class, then file name), fitted to `image_size` as
   training fits them (default: the data's size, `describe`). Every record
-  of the split when `n` is None.
+  of the split when `n` is None; the records at `indices` when given.
   """
   _check_source_options("load_arrays", source_options)
   info = describe(name, image_size=image_size, **source_options)
@@ -703,8 +704,12 @@ def load_arrays(name: str, split: str = "test", n: int | None = None, *,
   source = get_source(name, split, image_size=size, **source_options)
   ops = preprocess_ops(name, size, fit=fit, fitted=_fitted(source), to_float=to_float)
   count = len(source) if n is None else max(0, min(int(n), len(source)))
+  if indices is not None:
+    bad = [i for i in indices if not 0 <= int(i) < len(source)]
+    if bad:
+      raise ValueError(f"indices {bad} are outside the {split} split's {len(source)} records.")
   records = []
-  for index in range(count):
+  for index in (range(count) if indices is None else indices):
     record = source[index]
     for op in ops:
       record = op.map(record)
