@@ -378,6 +378,35 @@ def load(dataset: str, *, image_size: int, channels: int, folder: str | None = N
   return FeatureExtractor(params=params, info=info)
 
 
+def reference_distances(net: FeatureExtractor, dataset: str, *, batch_size: int = 500,
+                        **source_options: Any) -> dict[str, float]:
+  """Fréchet distances that give a dataset's distances their scale, in `net`'s features.
+
+  * `train_vs_test`: every 5th training image (spread over the classes of
+    a class-sorted split) against the whole test split: two samples of
+    the same distribution, the floor a perfect model would reach;
+  * `test_vs_half_resolution`: the test split against itself downsampled to
+    half its side and back (bilinear): what losing the top octave of detail
+    costs.
+  """
+  from leae_jax import metrics  # pylint: disable=g-import-not-at-top
+
+  def features(images: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(net.features(images[i:i + batch_size]), np.float64)
+                           for i in range(0, len(images), batch_size)])
+
+  test, _ = data.load_arrays(dataset, "test", to_float=True, **source_options)
+  count = len(data.get_source(dataset, "train", **source_options))
+  train_images, _ = data.load_arrays(dataset, "train", indices=range(0, count, 5), to_float=True,
+                                     **source_options)
+  n, size = test.shape[0], test.shape[1]
+  half = jax.image.resize(jnp.asarray(test), (n, size // 2, size // 2, test.shape[3]), "linear")
+  blurred = np.asarray(jax.image.resize(half, test.shape, "linear"))
+  test_features = features(test)
+  return {"train_vs_test": metrics.frechet_distance(features(train_images), test_features),
+          "test_vs_half_resolution": metrics.frechet_distance(test_features, features(blurred))}
+
+
 # ---------------------------------------------------------------------------
 # Command line.
 
@@ -390,6 +419,8 @@ def _define_flags():
                                   "dataset, image_size and data options are used).",
                                   lock_config=True)
   flags.DEFINE_integer("steps", None, "Training steps.")
+  flags.DEFINE_bool("references", False, "Instead of training: compute the shipped net's reference "
+                    "distances (`reference_distances`) and add them to its json.")
   flags.DEFINE_integer("batch_size", 256, "Batch size.")
   flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
   flags.DEFINE_integer("seed", 0, "Seed of the init, the flips and the batch order.")
@@ -397,7 +428,7 @@ def _define_flags():
                       "(e.g. \"CIFAR-10 (JPEG q75)\"); default the dataset name.")
   flags.DEFINE_string("out", DEFAULT_DIR, "Folder to write <dataset>.msgpack and .json to "
                       "(default: the package's shipped nets).")
-  flags.mark_flags_as_required(["config", "steps"])
+  flags.mark_flags_as_required(["config"])
   return flags.FLAGS
 
 
@@ -406,6 +437,11 @@ def main(argv):
   from leae_jax import cli  # pylint: disable=g-import-not-at-top
 
   flags_ = FLAGS
+  if flags_.references:
+    _add_references(flags_.config, flags_.out)
+    return
+  if flags_.steps is None:
+    raise cli.UserError("--steps is required (or --references).")
   if flags_.steps < 1:
     raise cli.UserError(f"--steps={flags_.steps} is not valid: it must be >= 1.")
   if flags_.batch_size < 1:
@@ -433,6 +469,28 @@ def main(argv):
   except OSError as err:
     raise cli.UserError(f"--out={out}: cannot write the net ({err.strerror or err}).") from err
   print(f"wrote {weights_path} and {json_path}")
+
+
+def _add_references(config: Any, folder: str) -> None:
+  """`--references`: the reference distances of `folder`'s net for the config's dataset."""
+  from leae_jax import cli  # pylint: disable=g-import-not-at-top
+
+  options = data.config_options(config)
+  info = data.describe(config.dataset, **options)
+  try:
+    net = load(config.dataset, image_size=options["image_size"] or info.image_size,
+               channels=info.channels, folder=folder)
+  except ValueError as err:
+    raise cli.UserError(err) from err
+  if net is None:
+    raise cli.UserError(f"--out={folder} holds no Fréchet feature net for {config.dataset} at "
+                        f"this size: train one first (--steps=N).")
+  references = reference_distances(net, config.dataset, **options)
+  _, json_path = _paths(config.dataset, folder)
+  record = dict(net.info, references=references, references_command=shlex.join(
+      ["python", "-m", "leae_jax.frechet", *sys.argv[1:]]))
+  _write_atomic(json_path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+  print(json.dumps(references))
 
 
 FLAGS = None

@@ -705,9 +705,10 @@ def load_arrays(name: str, split: str = "test", n: int | None = None, *,
   ops = preprocess_ops(name, size, fit=fit, fitted=_fitted(source), to_float=to_float)
   count = len(source) if n is None else max(0, min(int(n), len(source)))
   if indices is not None:
-    bad = [i for i in indices if not 0 <= int(i) < len(source)]
+    bad = [int(i) for i in indices if not 0 <= int(i) < len(source)]
     if bad:
-      raise ValueError(f"indices {bad} are outside the {split} split's {len(source)} records.")
+      raise ValueError(f"{len(bad)} indices (the first: {bad[0]}) are outside the {split} split's "
+                       f"{len(source)} records.")
   records = []
   for index in (range(count) if indices is None else indices):
     record = source[index]
