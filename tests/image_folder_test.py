@@ -257,6 +257,16 @@ def test_real_files_shard_over_processes_and_resume_exactly(subset):
 
 
 @real
+def test_the_benchmark_names_an_image_folder_source(subset):
+  from leae_jax import bench
+
+  config = train.resolve(helpers.tiny_config(**{"dataset": "cifar10", "data_dir": subset,
+                                                 "image_size": -1, "batch_size": 8}))
+  result = bench.measure_input(config, batches=2, warmup=1)
+  assert result["input_source"] == "image_folder" and result["input_images_per_s"] > 0
+
+
+@real
 def test_real_files_in_grain_worker_processes(subset):
   batch = next(iter(data.create_train_loader("cifar10", batch_size=8, seed=0, data_dir=subset,
                                              stop_step=1, worker_count=1, **ONE_SHARD)))
