@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from leae_jax import cli
 from leae_jax import data
 
 PyTree = Any
@@ -434,8 +435,6 @@ def _define_flags():
 
 def main(argv):
   del argv  # cli.run rejects positional arguments
-  from leae_jax import cli  # pylint: disable=g-import-not-at-top
-
   flags_ = FLAGS
   if flags_.references:
     _add_references(flags_.config, flags_.out)
@@ -473,8 +472,6 @@ def main(argv):
 
 def _add_references(config: Any, folder: str) -> None:
   """`--references`: the reference distances of `folder`'s net for the config's dataset."""
-  from leae_jax import cli  # pylint: disable=g-import-not-at-top
-
   options = data.config_options(config)
   info = data.describe(config.dataset, **options)
   try:
@@ -496,7 +493,5 @@ def _add_references(config: Any, folder: str) -> None:
 FLAGS = None
 
 if __name__ == "__main__":
-  from leae_jax import cli as _cli  # pylint: disable=g-import-not-at-top
-
   FLAGS = _define_flags()
-  _cli.run(main, user_errors=(data.DatasetUnavailableError,))
+  cli.run(main, user_errors=(data.DatasetUnavailableError,))
