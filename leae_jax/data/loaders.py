@@ -108,6 +108,14 @@ class GlobalOrderSampler:
             f"shard_count={self._shard_count}, start_index={self._start})")
 
 
+def _read(source: Any, ops: list[grain.transforms.Map], key: int) -> dict[str, np.ndarray]:
+  """Record `key` of `source`, through `ops` (the batch builders' and `load_arrays`' read)."""
+  record = source[key]
+  for op in ops:
+    record = op.map(record)
+  return record
+
+
 def _fitted(source: Any) -> bool:
   """Whether `source`'s records are already at the training size (`prepared.PreparedSource`)."""
   return bool(getattr(source, "fitted", False))
@@ -306,10 +314,7 @@ class _EvalBatch(grain.transforms.Map):
     self._shard_count = shard_count
 
   def _record(self, key: int) -> dict[str, np.ndarray]:
-    record = self._source[key]
-    for op in self._ops:
-      record = op.map(record)
-    return record
+    return _read(self._source, self._ops, key)
 
   def map(self, batch: int) -> dict[str, np.ndarray]:
     first = int(batch) * self._batch_size
@@ -549,10 +554,7 @@ class _StepBatch(grain.transforms.Map):
     first = start + self._shard_index * rows
     records = []
     for position in range(first, first + rows):
-      record = self._source[self._order(position)]
-      for op in self._ops:
-        record = op.map(record)
-      records.append(record)
+      records.append(_read(self._source, self._ops, self._order(position)))
     # np.stack per field, as grain's Batch transform does.
     return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
@@ -709,12 +711,8 @@ def load_arrays(name: str, split: str = "test", n: int | None = None, *,
     if bad:
       raise ValueError(f"{len(bad)} indices (the first: {bad[0]}) are outside the {split} split's "
                        f"{len(source)} records.")
-  records = []
-  for index in (range(count) if indices is None else indices):
-    record = source[index]
-    for op in ops:
-      record = op.map(record)
-    records.append(record)
+  records = [_read(source, ops, index)
+             for index in (range(count) if indices is None else indices)]
   if not records:
     dtype = np.float32 if to_float else np.uint8
     return np.zeros((0, size, size, info.channels), dtype), np.zeros((0,), np.int32)
