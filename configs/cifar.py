@@ -12,7 +12,9 @@ states only what differs from them.
 Variants for the ablation ladder (combine with commas): pixel_mask, patch_mask,
 channel_mask, detail_stack, live, live_stop_target, ema, plain (no
 transformation: the private-language loophole), mse (pixel baseline),
-warmup_cosine, flax_init.
+warmup_cosine, flax_init, no_sigreg; and `mse_published`: the published
+CIFAR pixel baseline (`main_regular.py` from b63a848 to c6c98bb): MSE with
+plain Adam (no weight decay) at 1e-3, batch 64, 10 epochs.
 """
 
 from leae_jax import base_config
@@ -27,4 +29,12 @@ def get_config(arg=None):
   c.num_workers = 2
   c.eval_every_steps = 2000
   c.eval_batch_size = 500
-  return base_config.apply_variants(c, arg)
+  return base_config.apply_variants(c, arg, extra=EXTRA_VARIANTS)
+
+
+def _mse_published(c):
+  base_config.VARIANTS["mse"](c)
+  c.update(dict(learning_rate=1e-3, weight_decay=0.0, batch_size=64, num_epochs=10))
+
+
+EXTRA_VARIANTS = {"mse_published": _mse_published}

@@ -203,6 +203,8 @@ VARIANTS = {
     # Ours: live judge parameters, detached target, SIGReg on E(x).
     "live_stop_target": _set(judge="live_stop_target", sigreg_on="code"),
     "ema": _set(judge="ema", sigreg_on="code"),
+    # Ours (a ladder rung): no SIGReg term, to ask whether a frozen judge alone avoids collapse.
+    "no_sigreg": _set(sigreg_weight=0.0),
     # Pixel baselines are plain autoencoders: no SIGReg term.
     "mse": _set(name="mse", sigreg_weight=0.0),
     "masked": _set(name="masked_self_teaching"),

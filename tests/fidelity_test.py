@@ -496,6 +496,12 @@ def test_celeba_is_the_central_128_window_without_resizing():
     ("cifar", "live", dict(judge="live", sigreg_on="views")),
     ("cifar", "ema", dict(judge="ema", ema_decay=0.999, sigreg_on="code")),
     ("cifar", "mse", dict(name="mse", sigreg_weight=0.0)),
+    # The published CIFAR pixel baseline script (main_regular.py, b63a848 – c6c98bb).
+    ("cifar", "mse_published", dict(name="mse", sigreg_weight=0.0, learning_rate=1e-3,
+                                    weight_decay=0.0, batch_size=64, num_epochs=10,
+                                    lr_schedule="constant", hidden=64, latent_channels=32)),
+    ("cifar", "crop_resize,step_frozen,no_sigreg", dict(sigreg_weight=0.0, judge="step_frozen",
+                                                        views="crop_resize")),
 ])
 def test_published_configs_carry_the_published_settings(name, arg, expected):
   c = helpers.load_config(name, arg)

@@ -81,11 +81,19 @@ _MASKED_MSE_CAVEAT = "its encoder never sees a clean image, so its clean-input n
 
 RUNGS = (
     Rung("mse", "mse", "pixel MSE baseline"),
+    Rung("mse_published", "mse_published",
+         "pixel MSE, the published CIFAR baseline recipe: Adam (no decay) 1e-3, batch 64"),
     Rung("plain_live", "plain,live",
          "no transformation, live judge (the private-language loophole)"),
+    Rung("plain_step_frozen", "plain,step_frozen",
+         "no transformation, step-frozen judge (does freezing alone close the loophole?)"),
     Rung("pixel_mask_live", "pixel_mask,live", "pixel mask 0.7, live judge"),
+    Rung("channel_mask_live", "channel_mask,live",
+         "channel mask 0.7 (each channel dropped independently), live judge"),
     Rung("crop_live", "crop_resize,live", "crop-resize, live judge"),
     Rung("crop_step_frozen", "crop_resize,step_frozen", "crop-resize, step-frozen judge (headline recipe)"),
+    Rung("crop_step_frozen_no_sigreg", "crop_resize,step_frozen,no_sigreg",
+         "crop-resize, step-frozen judge, no SIGReg (is SIGReg needed once the judge is frozen?)"),
     Rung("crop_ema", "crop_resize,ema", "crop-resize, EMA judge (decay 0.999)"),
     Rung("detail_stack", "detail_stack,step_frozen",
          "detail stack + plain view, (mean + plain)/2, step-frozen"),
@@ -98,9 +106,6 @@ RUNGS = (
          model=_POOLED, caveat=_MASKED_MSE_CAVEAT),
 )
 RUNG_NAMES = tuple(r.name for r in RUNGS)
-# The headline pairs of the budget curves.
-CURVE_RUNGS = ("crop_step_frozen", "mse", "masked_self_teaching", "masked_mse")
-
 # Which judge form a rung's name means (docs/fidelity.md): the published live
 # runs back-propagated through both sides and put SIGReg on the judge's codes.
 JUDGE_NOTE = ("`*_live` rungs use the published live judge: gradient through both sides of the "
@@ -113,10 +118,12 @@ class Claim:
   text: str
   a: str
   b: str
-  metric: str  # the blog says mean(a) > mean(b)
+  metric: str  # the claim: mean(a) > mean(b), or < where lower_is_better
+  lower_is_better: bool = False
 
 
-CLAIMS = (
+#: Claims grouped by the page section that asks them: (section title, its lead, claims).
+_BLOG_CORE = (
     Claim("The MSE baseline reconstructs (slightly) better than self-teaching", "mse",
           "crop_step_frozen", "psnr"),
     Claim("Without transformations the loss is hackable: crop-resize beats no transformation",
@@ -126,22 +133,139 @@ CLAIMS = (
           "pixel_mask_live", "psnr"),
     Claim("Within the step-frozen setup crop-resize beats the detail stack", "crop_step_frozen",
           "detail_stack", "psnr"),
+)
+_MASKED = (
     Claim("Masked self-teaching beats the masked-MSE baseline inside the hole (pooled latent, as "
           "published)", "masked_self_teaching_pooled", "masked_mse_pooled", "hole_psnr"),
     Claim("Masked self-teaching beats the masked-MSE baseline inside the hole (spatial latent)",
           "masked_self_teaching", "masked_mse", "hole_psnr"),
 )
-
+_NEW_RUNGS = (
+    Claim("The step-frozen judge alone closes the loophole: without a transformation it beats the "
+          "live judge", "plain_step_frozen", "plain_live", "psnr"),
+    Claim("A transformation still helps once the judge is step-frozen", "crop_step_frozen",
+          "plain_step_frozen", "psnr"),
+    Claim("SIGReg is still needed once the judge is step-frozen (reconstructions)",
+          "crop_step_frozen", "crop_step_frozen_no_sigreg", "psnr"),
+    Claim("SIGReg is still needed once the judge is step-frozen (no collapse: effective rank)",
+          "crop_step_frozen", "crop_step_frozen_no_sigreg", "latent_effective_rank"),
+)
+_CIFAR_MORE = (
+    Claim("The published baseline recipe (Adam 1e-3, batch 64) also beats self-teaching",
+          "mse_published", "crop_step_frozen", "psnr"),
+    Claim("Crop-resize is a stronger transformation than channel masking", "crop_live",
+          "channel_mask_live", "psnr"),
+    Claim("The step-frozen judge beats an EMA judge (ours; the blog did not compare them)",
+          "crop_step_frozen", "crop_ema", "psnr"),
+)
+_COLOUR_BLUR = (
+    Claim("Pixel masking washes colour out where crop-resize does not (saturation)",
+          "crop_live", "pixel_mask_live", "saturation_ratio"),
+    Claim("Pixel masking washes colour out where crop-resize does not (chroma)",
+          "crop_live", "pixel_mask_live", "chroma_psnr"),
+    Claim("Self-teaching is less blurred than MSE (high-band power)", "crop_step_frozen", "mse",
+          "spectral_power_b3"),
+    Claim("Self-teaching is less blurred than MSE (Fréchet distance, lower is better)",
+          "crop_step_frozen", "mse", "frechet_distance", lower_is_better=True),
+)
 # The write-up's open question: does transformed latent agreement improve the
 # representation, or only the reconstructions? Asked of the linear probe.
-DOWNSTREAM = (
-    Claim("Self-teaching (crop-resize, step-frozen) gives a better probe than pixel MSE",
-          "crop_step_frozen", "mse", "probe_accuracy"),
-    Claim("Masked self-teaching gives a better probe than masked MSE", "masked_self_teaching",
-          "masked_mse", "probe_accuracy"),
-    Claim("A transformation gives the self-taught code a better probe than none", "crop_live",
-          "plain_live", "probe_accuracy"),
-)
+_PROBE_SELF_VS_MSE = Claim("Self-teaching (crop-resize, step-frozen) gives a better probe than "
+                           "pixel MSE", "crop_step_frozen", "mse", "probe_accuracy")
+_PROBE_TRANSFORM = Claim("A transformation gives the self-taught code a better probe than none",
+                         "crop_live", "plain_live", "probe_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ladder:
+  """One dataset's ladder: the config its rungs vary, which rungs, which claims, its page."""
+  dataset: str  # the --dataset value
+  config: str  # configs/<config>.py; each rung adds its variant
+  title: str
+  setup: str  # the page's sentence on what every rung shares
+  rungs: tuple[str, ...]
+  curve_rungs: tuple[str, ...]  # the headline rungs of the budget curves
+  claims: tuple[tuple[str, str, tuple[Claim, ...]], ...]  # (section, lead, claims)
+  downstream: tuple[Claim, ...]
+  budgets: tuple[int, ...]
+  curve_budgets: tuple[int, ...]
+  out: str
+  compare_with: str = ""  # results from before the fidelity fixes (Fashion-MNIST only)
+  data_flags: tuple[tuple[str, str], ...] = ()  # flags the page's command names (e.g. data_dir)
+
+  def rung(self, name: str) -> Rung:
+    return next(r for r in RUNGS if r.name == name)
+
+  @property
+  def all_claims(self) -> tuple[Claim, ...]:
+    return tuple(c for _, _, group in self.claims for c in group) + self.downstream
+
+
+_METRIC_NOTE = (" Metrics on the full test split (10 000 images) with running normalisation "
+                "statistics; linear probe on frozen standardised codes of 10 000 training images; "
+                "values are mean ± standard deviation over seeds (the seed changes "
+                "initialisation, data order, views and SIGReg directions).")
+
+LADDERS = {
+    "fashion_mnist": Ladder(
+        dataset="fashion_mnist", config="fashion_mnist",
+        title="The ablation ladder on Fashion-MNIST",
+        setup=("Every rung: `configs/fashion_mnist.py` (32×32, padded), hidden 32, a 4×4×16 "
+               "spatial code unless stated, PyTorch initialisation, batch 128, AdamW (PyTorch "
+               "defaults) at a constant 1e-3 — the faithful recipes of [fidelity.md](fidelity.md). "
+               + JUDGE_NOTE + _METRIC_NOTE),
+        rungs=("mse", "plain_live", "plain_step_frozen", "pixel_mask_live", "crop_live",
+               "crop_step_frozen", "crop_step_frozen_no_sigreg", "crop_ema", "detail_stack",
+               "masked_self_teaching", "masked_mse", "masked_self_teaching_pooled",
+               "masked_mse_pooled"),
+        curve_rungs=("crop_step_frozen", "mse", "masked_self_teaching", "masked_mse"),
+        claims=(("The blog's claims", "", _BLOG_CORE + _MASKED),
+                ("The new rungs", "Two rungs the blog never ran: no transformation under a "
+                 "step-frozen judge, and the headline recipe without SIGReg.", _NEW_RUNGS)),
+        downstream=(_PROBE_SELF_VS_MSE,
+                    Claim("Masked self-teaching gives a better probe than masked MSE",
+                          "masked_self_teaching", "masked_mse", "probe_accuracy"),
+                    _PROBE_TRANSFORM),
+        budgets=(400, 1600), curve_budgets=(800, 3200, 6400), out="docs/results",
+        compare_with="docs/results/before_fidelity.json"),
+    "cifar10": Ladder(
+        dataset="cifar10", config="cifar",
+        title="The ablation ladder on CIFAR-10 (JPEG q75)",
+        setup=("Every rung: `configs/cifar.py` on the CIFAR-10 image folder of the development "
+               "machines, whose files are **JPEG q75** re-encodings of the originals (absolute "
+               "PSNRs are not the published data's; rungs compared on the same files compare "
+               "fairly), read through prepared records; the published 0.58 M model (hidden 64, a "
+               "4×4×32 spatial code, 6× compression), PyTorch initialisation, batch 128, AdamW "
+               "(PyTorch defaults) at a constant 1e-4, SIGReg 0.03, crop ratio 0.3 — the "
+               "faithful recipes of [fidelity.md](fidelity.md) — except `mse_published`, the "
+               "published CIFAR pixel baseline's own recipe (plain Adam at 1e-3, batch 64: at "
+               "equal steps it has seen half the images). One epoch is 391 steps of 128. "
+               + JUDGE_NOTE + _METRIC_NOTE),
+        rungs=("mse", "mse_published", "plain_live", "plain_step_frozen", "pixel_mask_live",
+               "channel_mask_live", "crop_live", "crop_step_frozen", "crop_step_frozen_no_sigreg",
+               "crop_ema", "detail_stack"),
+        curve_rungs=("crop_step_frozen", "mse", "pixel_mask_live", "crop_live"),
+        claims=(("The blog's claims", "", _BLOG_CORE + _CIFAR_MORE),
+                ("Colour and blur", "The blog's two CIFAR observations, measured: colour by "
+                 "the saturation ratio (reconstruction's over input's mean chroma; below 1: "
+                 "washed out) and chroma PSNR; blur by the highest radial frequency band's power "
+                 "ratio (below 1: blurred) and the Fréchet distance in a feature net trained on "
+                 "the same files (`leae_jax/frechet_nets/`).", _COLOUR_BLUR),
+                ("The new rungs", "Two rungs the blog never ran: no transformation under a "
+                 "step-frozen judge, and the headline recipe without SIGReg.", _NEW_RUNGS)),
+        downstream=(_PROBE_SELF_VS_MSE,
+                    Claim("Self-teaching gives a better probe than the published baseline recipe",
+                          "crop_step_frozen", "mse_published", "probe_accuracy"),
+                    _PROBE_TRANSFORM,
+                    Claim("Crop-resize gives a better probe than pixel masking", "crop_live",
+                          "pixel_mask_live", "probe_accuracy")),
+        budgets=(391,), curve_budgets=(782, 1955), out="docs/results_cifar10"),
+}
+
+# The Fashion-MNIST ladder's, kept importable by these names.
+CLAIMS = tuple(c for _, _, group in LADDERS["fashion_mnist"].claims for c in group)
+DOWNSTREAM = LADDERS["fashion_mnist"].downstream
+CURVE_RUNGS = LADDERS["fashion_mnist"].curve_rungs
 
 VERDICT_RULE = ("A claim *a beats b* is **consistent** when mean(a) − mean(b) exceeds twice the "
                 "pooled standard deviation of the two rungs over seeds, **contradicted** when "
@@ -171,30 +295,43 @@ def verdict(a: Sequence[float], b: Sequence[float]) -> tuple[str, float, float]:
 # Running.
 
 
-def rung_config(rung: Rung, *, seed: int, steps: int, batch_size: int = 128, hidden: int = 32,
-                latent_channels: int = 16, idx_dir: str | None = None, data_dir: str | None = None,
-                sigreg_slices: int = 256, eval_batch_size: int = 500):
-  """configs/fashion_mnist.py with the rung's variant, seed and budget."""
+def rung_config(rung: Rung, *, seed: int, steps: int, ladder: Ladder | None = None,
+                batch_size: int | None = None, hidden: int | None = None,
+                latent_channels: int | None = None, idx_dir: str | None = None,
+                data_dir: str | None = None, prepared_dir: str | None = None,
+                sigreg_slices: int | None = None, eval_batch_size: int | None = None):
+  """The ladder's config (Fashion-MNIST's by default) with the rung's variant, seed and budget.
+
+  Arguments left None keep the config's own value (the rung's variant may set
+  them: `mse_published` trains at batch 64).
+  """
   from leae_jax import base_config
 
-  c = base_config.load(f"fashion_mnist:{rung.variant}")
+  ladder = ladder or LADDERS["fashion_mnist"]
+  c = base_config.load(f"{ladder.config}:{rung.variant}")
   c.seed = seed
   c.num_train_steps = steps
-  c.batch_size = batch_size
-  c.model.hidden = hidden
-  c.model.latent_channels = latent_channels
+  for field, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+    if value is not None:
+      c[field] = value
+  for field, value in (("hidden", hidden), ("latent_channels", latent_channels)):
+    if value is not None:
+      c.model[field] = value
   for key, value in rung.model:
     c.model[key] = value
-  c.objective.sigreg_slices = sigreg_slices
+  if sigreg_slices is not None:
+    c.objective.sigreg_slices = sigreg_slices
   c.log_every_steps = max(1, min(c.log_every_steps, steps // 20 or 1))
   c.eval_every_steps = 0  # the ladder evaluates each budget's checkpoint afterwards
   c.checkpoint_every_steps = max(1, min(steps, 400))
-  c.eval_batch_size = eval_batch_size
   c.progress_bar = False
   if idx_dir:
     c.idx_dir = idx_dir
   if data_dir:
     c.data_dir = data_dir
+  if prepared_dir:
+    c.prepared_dir = prepared_dir
+    c.num_workers = 0  # prepared records read ~100× faster than a step trains: no worker processes
   return c
 
 
@@ -285,9 +422,12 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
   # the next, so a stopped experiment leaves complete tables of the short
   # budgets rather than a few long runs (a run resumes from its workdir's
   # checkpoint at its previous budget).
+  # Within a budget, seed by seed: a stopped experiment leaves every rung at
+  # one seed, then at two (where verdicts start), rather than a few rungs at three.
+  order = {r.name: i for i, r in enumerate(RUNGS)}
   todo = sorted(((job, b) for job in jobs for b in job.budgets
                  if not os.path.exists(result_path(out, job.rung.name, job.seed, b))),
-                key=lambda jb: jb[1])
+                key=lambda jb: (jb[1], jb[0].seed, order[jb[0].rung.name]))
   total = len(todo)
   log(f"ladder: {sum(len(j.budgets) for j in jobs)} results planned, {total} to compute")
 
@@ -563,13 +703,25 @@ def _claim_cells(table, claim: Claim, steps: int) -> tuple[dict, dict] | None:
   return a, b
 
 
+def claim_verdict(claim: Claim, a: Sequence[float], b: Sequence[float]) -> tuple[str, float, float]:
+  """`verdict` of the claim's direction: `(verdict, mean(a) − mean(b), threshold)`.
+
+  A lower-is-better claim (a Fréchet distance) is consistent when mean(a) is
+  below mean(b) by more than the threshold; the difference stays a − b.
+  """
+  if not claim.lower_is_better:
+    return verdict(a, b)
+  v, diff, threshold = verdict(b, a)
+  return v, -diff, threshold
+
+
 def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
   """One claim at one budget: its verdict, difference, threshold and seeds."""
   cells = _claim_cells(table, claim, steps)
   if cells is None:
     return "–"
   a, b = cells
-  v, diff, threshold = verdict(a[claim.metric], b[claim.metric])
+  v, diff, threshold = claim_verdict(claim, a[claim.metric], b[claim.metric])
   d = 3 if abs(diff) < 0.1 else 2
   thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}"
   where = sorted({a["platform"], b["platform"]} - {home})
@@ -586,16 +738,16 @@ def _claims_table(table, claims: Sequence[Claim], budgets: Sequence[int], home: 
   return lines
 
 
-def downstream_summary(table, budgets: Sequence[int]) -> str:
+def downstream_summary(table, budgets: Sequence[int], claims: Sequence[Claim] = DOWNSTREAM) -> str:
   """The downstream question answered from the probe verdicts, one sentence per comparison."""
   sentences = []
-  for claim in DOWNSTREAM:
+  for claim in claims:
     by_verdict: dict[str, list[str]] = {}
     diffs = []
     for steps in budgets:
       cells = _claim_cells(table, claim, steps)
       if cells is not None:
-        v, diff, _ = verdict(cells[0][claim.metric], cells[1][claim.metric])
+        v, diff, _ = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
         by_verdict.setdefault(v, []).append(str(steps))
         diffs.append(diff)
     if not diffs:
@@ -606,12 +758,15 @@ def downstream_summary(table, budgets: Sequence[int]) -> str:
   return " ".join(sentences)
 
 
-def write_report(out: str, *, command: str, compare_with: str | None = None) -> str:
+def write_report(out: str, *, command: str, compare_with: str | None = None,
+                 ladder: Ladder | None = None) -> str:
   """Writes `<out>.md` and the figures from the stored results; returns the report's path.
 
+  `ladder`: whose page (title, set-up, claims; default Fashion-MNIST's).
   `compare_with`: the results from before the fidelity fixes; adds a
   before/after section for seed 0 at 400 steps.
   """
+  ladder = ladder or LADDERS["fashion_mnist"]
   rows = load_results(out)
   if not rows:
     raise ValueError(f"No stored results under {out}/runs: run the ladder first.")
@@ -622,18 +777,13 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
   whole = whole_budgets(table, rungs)
   others = sorted({c["platform"] for c in table.values()} - {home})
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out + ".md")))
+  dataset_flag = "" if ladder.dataset == "fashion_mnist" else f"--dataset={ladder.dataset} "
   lines = [
-      "# The ablation ladder on Fashion-MNIST",
+      f"# {ladder.title}",
       "",
       f"Produced by `{command}`; this page is rewritten from the stored results by "
-      f"`python -m leae_jax.experiments.ladder --out={out} --report_only`. Every rung: "
-      "`configs/fashion_mnist.py` (32×32, padded), hidden 32, a 4×4×16 spatial code unless "
-      "stated, PyTorch initialisation, batch 128, AdamW (PyTorch defaults) at a constant 1e-3 — "
-      "the faithful recipes of [fidelity.md](fidelity.md). " + JUDGE_NOTE + " Metrics on the "
-      "full test split (10 000 images) with running normalisation statistics; linear probe on "
-      "frozen standardised codes of 10 000 training images; values are mean ± standard "
-      "deviation over seeds (the seed changes initialisation, data order, views and SIGReg "
-      "directions).",
+      f"`python -m leae_jax.experiments.ladder {dataset_flag}--out={out} --report_only`. "
+      + ladder.setup,
       "",
   ]
   if others:
@@ -676,13 +826,14 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
       lines.append(f"| `{name}` | {mark(a, b)} | "
                    + ("–" if pa is None else mark(pa, pb)) + " |")
     lines.append("")
-  lines += ["## The blog's claims", "", VERDICT_RULE, "",
-            *_claims_table(table, CLAIMS, budgets, home), ""]
+  for i, (section, lead, claims) in enumerate(ladder.claims):
+    lines += [f"## {section}", "", *([VERDICT_RULE, ""] if i == 0 else []),
+              *([lead, ""] if lead else []), *_claims_table(table, claims, budgets, home), ""]
   lines += ["## The downstream question", "",
             "*Does transformed latent agreement improve representations, or only "
             "reconstructions?* Asked of the linear probe (top-1 on frozen codes), by the same "
-            "rule:", "", *_claims_table(table, DOWNSTREAM, budgets, home), "",
-            downstream_summary(table, budgets), ""]
+            "rule:", "", *_claims_table(table, ladder.downstream, budgets, home), "",
+            downstream_summary(table, budgets, ladder.downstream), ""]
   ref_path = os.path.join(out, "reference_probes.json")
   references = None
   if os.path.exists(ref_path):
@@ -734,7 +885,8 @@ def write_report(out: str, *, command: str, compare_with: str | None = None) -> 
   bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"), references)
   if bars:
     figures.append(f"![mean ± std per rung]({rel(bars)})")
-  curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"), home=home)
+  curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"), home=home,
+                              rungs=ladder.curve_rungs)
   if curves:
     figures.append(f"![budget curves of the headline pairs; hollow markers: {', '.join(others)}]"
                    f"({rel(curves)})" if others else
@@ -803,12 +955,13 @@ def plot_bars(table, rungs, budgets, path: str,
   return path
 
 
-def plot_budget_curves(table, path: str, home: str = "CPU") -> str | None:
+def plot_budget_curves(table, path: str, home: str = "CPU",
+                       rungs: Sequence[str] = CURVE_RUNGS) -> str | None:
   """PSNR, hole PSNR and probe accuracy against steps for the headline pairs (mean ± std).
 
   Points from a platform other than `home` are drawn hollow.
   """
-  series = {r: sorted(s for (name, s) in table if name == r) for r in CURVE_RUNGS}
+  series = {r: sorted(s for (name, s) in table if name == r) for r in rungs}
   if not any(len(v) > 1 for v in series.values()):
     return None
   plt = _pyplot()
@@ -877,56 +1030,71 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Command-line flags (defined only when run as a program, so importing stays side-effect free)."""
-  flags.DEFINE_string("out", "docs/results", "Output prefix: writes <out>.md, results under <out>/runs.")
-  flags.DEFINE_string("workdir_root", "workdirs/ladder", "Where the runs' workdirs (checkpoints) live.")
+  flags.DEFINE_enum("dataset", "fashion_mnist", list(LADDERS),
+                    "Which ladder: its config, rungs, claims, budgets and page.")
+  flags.DEFINE_string("out", None, "Output prefix: writes <out>.md, results under <out>/runs "
+                      "(default: the ladder's, docs/results or docs/results_cifar10).")
+  flags.DEFINE_string("workdir_root", None, "Where the runs' workdirs (checkpoints) live "
+                      "(default: workdirs/ladder, workdirs/ladder_cifar10).")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every rung.")
-  flags.DEFINE_list("budgets", ["400", "1600"], "Training steps at which every rung is evaluated.")
-  flags.DEFINE_list("curve_budgets", ["800", "3200", "6400"],
-                    "Extra steps at which the headline rungs are evaluated (budget curves).")
-  flags.DEFINE_list("rungs", list(RUNG_NAMES), "Subset of rungs to run.")
-  flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-  flags.DEFINE_integer("hidden", 32, "Model width (all rungs).")
-  flags.DEFINE_integer("latent_channels", 16, "Code channels (spatial rungs).")
+  flags.DEFINE_list("budgets", None, "Training steps at which every rung is evaluated "
+                    "(default: the ladder's: 400,1600 or 391).")
+  flags.DEFINE_list("curve_budgets", None, "Extra steps at which the headline rungs are "
+                    "evaluated (budget curves; default: 800,3200,6400 or 782,1955).")
+  flags.DEFINE_list("rungs", None, "Subset of the ladder's rungs to run (default: all).")
+  flags.DEFINE_integer("batch_size", None, "Global batch size (default: each rung's config's).")
+  flags.DEFINE_integer("hidden", None, "Model width (default: the config's).")
+  flags.DEFINE_integer("latent_channels", None, "Code channels of spatial rungs (default: the config's).")
   flags.DEFINE_integer("probe_train_examples", 10000, "Train codes for the linear probe (-1: all).")
   flags.DEFINE_integer("eval_batches", -1, "Test batches to evaluate (-1: the whole test split).")
-  flags.DEFINE_integer("eval_batch_size", 500, "Evaluation batch size.")
+  flags.DEFINE_integer("eval_batch_size", None, "Evaluation batch size (default: the config's, 500).")
   flags.DEFINE_string("idx_dir", None, "Fashion-MNIST IDX directory (default: Debian's).")
-  flags.DEFINE_string("data_dir", None, "TFDS data dir.")
-  flags.DEFINE_integer("sigreg_slices", 256, "SIGReg directions.")
+  flags.DEFINE_string("data_dir", None, "TFDS data dir or image folder.")
+  flags.DEFINE_string("prepared_dir", None,
+                      "Prepared records of the dataset (`python -m leae_jax.prepare`): faster.")
+  flags.DEFINE_integer("sigreg_slices", None, "SIGReg directions (default: the config's, 256).")
   flags.DEFINE_bool("report_only", False, "Only rewrite the report from the stored results.")
-  flags.DEFINE_string("compare_with", "docs/results/before_fidelity.json",
-                      "Results from before the fidelity fixes, for a before/after section.")
+  flags.DEFINE_string("compare_with", None, "Results from before the fidelity fixes, for a "
+                      "before/after section (default: Fashion-MNIST's).")
 
 
 def main(argv):
   del argv  # cli.run rejects positional arguments
+  spec = LADDERS[FLAGS.dataset]
+  out = FLAGS.out or spec.out
   seeds = cli.int_list("seeds", FLAGS.seeds)
-  budgets = cli.int_list("budgets", FLAGS.budgets, minimum=1)
-  curve_budgets = cli.int_list("curve_budgets", FLAGS.curve_budgets, minimum=1)
-  rungs = cli.names_list("rungs", FLAGS.rungs, RUNG_NAMES)
-  if FLAGS.report_only and not load_results(FLAGS.out):
-    raise cli.UserError(f"--out={FLAGS.out}: no stored results under {FLAGS.out}/runs to report; "
+  budget_flags = {name: list(getattr(FLAGS, name) if getattr(FLAGS, name) is not None
+                             else map(str, getattr(spec, name)))
+                  for name in ("budgets", "curve_budgets")}
+  budgets = cli.int_list("budgets", budget_flags["budgets"], minimum=1)
+  curve_budgets = cli.int_list("curve_budgets", budget_flags["curve_budgets"], minimum=1)
+  rungs = cli.names_list("rungs", FLAGS.rungs or list(spec.rungs), spec.rungs)
+  if FLAGS.report_only and not load_results(out):
+    raise cli.UserError(f"--out={out}: no stored results under {out}/runs to report; "
                         "run the ladder first (without --report_only).")
-  named = [("out", FLAGS.out), ("seeds", FLAGS.seeds), ("budgets", FLAGS.budgets),
-           ("curve_budgets", FLAGS.curve_budgets)]
-  if list(FLAGS.rungs) != list(RUNG_NAMES):
+  named = ([("dataset", spec.dataset)] if spec.dataset != "fashion_mnist" else []) + [
+      ("out", out), ("seeds", FLAGS.seeds), ("budgets", budget_flags["budgets"]),
+      ("curve_budgets", budget_flags["curve_budgets"])]
+  if rungs != list(spec.rungs):
     named.append(("rungs", FLAGS.rungs))
+  named += [(k, getattr(FLAGS, k)) for k in ("data_dir", "prepared_dir")
+            if getattr(FLAGS, k) and spec.dataset != "fashion_mnist"]
   command = "python -m leae_jax.experiments.ladder " + " ".join(
       f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in named)
   if not FLAGS.report_only:
-    record_command(FLAGS.out, command)
-    reference_probes(FLAGS.out, seeds,
-                     probe_train_examples=FLAGS.probe_train_examples, batch_size=FLAGS.batch_size,
-                     hidden=FLAGS.hidden, latent_channels=FLAGS.latent_channels,
-                     idx_dir=FLAGS.idx_dir, data_dir=FLAGS.data_dir,
+    config_kw = dict(ladder=spec, batch_size=FLAGS.batch_size, hidden=FLAGS.hidden,
+                     latent_channels=FLAGS.latent_channels, idx_dir=FLAGS.idx_dir,
+                     data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir,
                      eval_batch_size=FLAGS.eval_batch_size)
-    jobs = plan(rungs, seeds, budgets, curve_budgets)
-    run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
-        probe_train_examples=FLAGS.probe_train_examples, eval_batches=FLAGS.eval_batches,
-        batch_size=FLAGS.batch_size, hidden=FLAGS.hidden, latent_channels=FLAGS.latent_channels,
-        idx_dir=FLAGS.idx_dir, data_dir=FLAGS.data_dir, sigreg_slices=FLAGS.sigreg_slices,
-        eval_batch_size=FLAGS.eval_batch_size)
-  print(f"wrote {write_report(FLAGS.out, command=command, compare_with=FLAGS.compare_with)}")
+    record_command(out, command)
+    reference_probes(out, seeds, probe_train_examples=FLAGS.probe_train_examples, **config_kw)
+    jobs = plan(rungs, seeds, budgets, curve_budgets, curve_rungs=spec.curve_rungs)
+    workdir_root = FLAGS.workdir_root or os.path.join(
+        "workdirs", "ladder" if spec.dataset == "fashion_mnist" else f"ladder_{spec.dataset}")
+    run(out, jobs, workdir_root=workdir_root, probe_train_examples=FLAGS.probe_train_examples,
+        eval_batches=FLAGS.eval_batches, sigreg_slices=FLAGS.sigreg_slices, **config_kw)
+  compare_with = FLAGS.compare_with if FLAGS.compare_with is not None else spec.compare_with
+  print(f"wrote {write_report(out, command=command, compare_with=compare_with, ladder=spec)}")
 
 
 if __name__ == "__main__":
