@@ -1,6 +1,7 @@
 """Image folders (`data.image_folder`): order, labels, pixels, sizes, modes, bad input; and the
 real CIFAR-10 files (JPEG q75, `../shared/data/cifar10`), which are skipped where absent."""
 
+import hashlib
 import logging
 import os
 
@@ -11,6 +12,7 @@ import pytest
 import helpers
 from leae_jax import data
 from leae_jax import train
+from leae_jax.data import image_folder
 
 ONE_SHARD = dict(shard_index=0, shard_count=1)
 
@@ -28,8 +30,9 @@ def _small_folder(root, *, size=(8, 8), extra=None):
 def test_order_labels_and_pixels_follow_the_documented_rule(tmp_path):
   written = _small_folder(tmp_path)
   source = data.get_source("image_folder", "train", data_dir=tmp_path)
-  # Classes in sorted order; files by name (string order) within each class.
-  order = ["a_cat/y.png", "a_cat/z.png", "b_dog/02.png", "b_dog/1.png", "b_dog/10.png"]
+  # Labels from the sorted class folders; records by the BLAKE2b digest of '<class>/<file>'.
+  paths = ["a_cat/y.png", "a_cat/z.png", "b_dog/02.png", "b_dog/1.png", "b_dog/10.png"]
+  order = sorted(paths, key=lambda p: hashlib.blake2b(p.encode(), digest_size=8).digest())
   assert len(source) == 5 and list(source.index.files) == order
   for i, name in enumerate(order):
     record = source[i]
@@ -40,8 +43,24 @@ def test_order_labels_and_pixels_follow_the_documented_rule(tmp_path):
   assert (info.image_size, info.channels, info.num_classes) == (8, 3, 2)
   assert (info.num_train, info.num_test, info.class_names) == (5, 2, ("a_cat", "b_dog"))
   images, labels = data.load_arrays("image_folder", "train", 3, data_dir=tmp_path)
-  assert images.shape == (3, 8, 8, 3) and list(labels) == [0, 0, 1]
-  np.testing.assert_array_equal(images[2], written["train/b_dog/02.png"])
+  assert images.shape == (3, 8, 8, 3)
+  assert list(labels) == [0 if p.startswith("a_cat") else 1 for p in order[:3]]
+  np.testing.assert_array_equal(images[2], written[f"train/{order[2]}"])
+
+
+def test_record_order_mixes_the_classes_and_survives_added_files():
+  # 10 classes of 100 files, listed class by class: every class appears in the
+  # first 100 records (a folder order would give the first class only), with
+  # no class holding more than a quarter of them.
+  paths = [f"class{c}/{i:04d}.png" for c in range(10) for i in range(100)]
+  order = image_folder.record_order(paths)
+  assert sorted(order.tolist()) == list(range(1000))
+  counts = np.bincount([int(paths[i][5]) for i in order[:100]], minlength=10)
+  assert counts.min() >= 1 and counts.max() <= 25, counts
+  # Adding files keeps the others in their relative order.
+  more = paths + [f"class3/new{i}.png" for i in range(50)]
+  kept = [more[i] for i in image_folder.record_order(more) if i < len(paths)]
+  assert kept == [paths[i] for i in order]
 
 
 def test_a_run_takes_size_channels_and_split_sizes_from_the_folder(tmp_path):
@@ -145,7 +164,7 @@ def test_a_truncated_image_names_its_file_when_read(tmp_path):
   path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
   source = data.get_source("image_folder", "train", data_dir=tmp_path)
   with pytest.raises(data.CorruptDataError, match=f"{path} cannot be decoded"):
-    source[0]
+    source[source.index.files.index("a_cat/y.png")]
 
 
 def test_a_changed_folder_is_scanned_again(tmp_path):
@@ -169,8 +188,9 @@ def test_cifar10_reads_what_data_dir_holds_an_image_folder_or_a_tfds_copy(tmp_pa
   written = helpers.write_image_folder(tmp_path / "folder", folder)
   source = data.get_source("cifar10", "train", data_dir=tmp_path / "folder")
   assert isinstance(source, data.image_folder.ImageFolderSource) and len(source) == 10
-  np.testing.assert_array_equal(source[3]["image"], written["train/cat/0.png"])
-  assert source[3]["label"] == 3
+  cat = source.index.files.index("cat/0.png")
+  np.testing.assert_array_equal(source[cat]["image"], written["train/cat/0.png"])
+  assert source[cat]["label"] == 3
   (tmp_path / "tfds").mkdir()
   with tfds.testing.mock_data(num_examples=6):  # stands in for a TFDS copy in that folder
     source = data.get_source("cifar10", "train", data_dir=tmp_path / "tfds")
@@ -187,7 +207,8 @@ def test_prepared_records_from_an_image_folder_hold_the_same_pixels_and_classes(
   for i in range(5):
     np.testing.assert_array_equal(copy[i]["image"], original[i]["image"])
     assert copy[i]["label"] == original[i]["label"]
-  np.testing.assert_array_equal(copy[4]["image"], written["train/b_dog/10.png"])
+  ten = original.index.files.index("b_dog/10.png")
+  np.testing.assert_array_equal(copy[ten]["image"], written["train/b_dog/10.png"])
   info = data.describe("image_folder", prepared_dir=out)
   assert (info.image_size, info.channels, info.num_train, info.num_test) == (8, 3, 5, 2)
   assert info.class_names == ("a_cat", "b_dog") and info.num_classes == 2
@@ -219,8 +240,10 @@ def test_real_files_give_the_pixels_and_labels_of_an_independent_decode(subset):
   assert len(source) == 40
   expected = []  # built here from the folders, without the loader's code
   for label, name in enumerate(sorted(os.listdir(os.path.join(subset, "test")))):
-    for file_name in sorted(os.listdir(os.path.join(subset, "test", name))):
-      expected.append((os.path.join(subset, "test", name, file_name), label))
+    for file_name in os.listdir(os.path.join(subset, "test", name)):
+      expected.append((f"{name}/{file_name}", label))
+  expected.sort(key=lambda e: hashlib.blake2b(e[0].encode(), digest_size=8).digest())
+  expected = [(os.path.join(subset, "test", rel), label) for rel, label in expected]
   for i, (path, label) in enumerate(expected):
     record = source[i]
     with Image.open(path) as image:
@@ -253,7 +276,10 @@ def test_real_files_shard_over_processes_and_resume_exactly(subset):
                for p in (0, 1)]
   labels = np.concatenate([np.concatenate([a["label"][a["valid"]], b["label"][b["valid"]]])
                            for a, b in zip(*eval_rows)])
-  np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 4))
+  source = data.get_source("cifar10", "test", data_dir=subset)
+  np.testing.assert_array_equal(labels, [helpers.CIFAR10_CLASSES.index(f.split("/")[0])
+                                         for f in source.index.files])
+  assert len(labels) == 40
 
 
 @real

@@ -9,10 +9,13 @@ photos (torchvision's `ImageFolder`, TFDS's `ImageFolder`):
 * Classes are the class folders' names in sorted order (Python's string
   order): class `i` is label `i`. Both splits must hold the same class
   folders.
-* Examples are ordered by class, then by file name (string order): record
-  `k` of a split is the `k`-th file in that order, so the order never
-  depends on the file system. Other files (another extension, hidden files)
-  and folders inside a class folder are ignored.
+* Records are ordered by a hash of their path `<class>/<file name>`
+  (`record_order`): a fixed order that never depends on the file system and
+  mixes the classes, so that any prefix of a split — a probe's first n
+  training images, the first evaluation batches, the evaluation grid — holds
+  every class in proportion (a folder order would give the first class
+  only). Other files (another extension, hidden files) and folders inside a
+  class folder are ignored.
 * Decoding is Pillow's. A set with any colour image is read as RGB: grey
   images are converted to it, and RGBA / LA / palette images lose their alpha
   (Pillow's `convert`, no compositing); a set of only grey images is read as
@@ -36,6 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 from typing import Any
@@ -194,9 +198,23 @@ def _scan(root: str, split: str, stamp: tuple[Any, ...]) -> FolderIndex:
       sizes[(height, width)] += 1
       modes[mode] += 1
       first_of_size.setdefault((height, width), relative)
-  return FolderIndex(root=root, split=split, classes=tuple(classes), files=tuple(files),
-                     labels=np.asarray(labels, np.int32), sizes=dict(sizes), modes=dict(modes),
-                     first_of_size=first_of_size)
+  order = record_order(files)
+  return FolderIndex(root=root, split=split, classes=tuple(classes),
+                     files=tuple(files[i] for i in order),
+                     labels=np.asarray(labels, np.int32)[order], sizes=dict(sizes),
+                     modes=dict(modes), first_of_size=first_of_size)
+
+
+def record_order(paths: list[str]) -> np.ndarray:
+  """The record order of a split's `<class>/<file name>` paths: indices sorted by each
+  path's BLAKE2b digest (ties, impossible in practice, by the path).
+
+  A hash rather than a seeded shuffle: the same files give the same order on
+  every machine and NumPy version, and adding or removing files leaves the
+  others in their relative order.
+  """
+  keys = [(hashlib.blake2b(p.encode("utf-8"), digest_size=8).digest(), p) for p in paths]
+  return np.asarray(sorted(range(len(paths)), key=keys.__getitem__), np.int64)
 
 
 def _channels(indexes: list[FolderIndex]) -> int:

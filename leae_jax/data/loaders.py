@@ -696,7 +696,7 @@ def load_arrays(name: str, split: str = "test", n: int | None = None, *,
   (or `"cifar10"` with `data_dir=` an image folder or a TFDS copy) gives
   `images (n, S, S, C) uint8` (float32 in [0, 1] with `to_float`) and
   `labels (n,) int32`, records `0 .. n−1` of the split in the source's order
-  (an image folder's: by class, then file name), fitted to `image_size` as
+  (an image folder's: `image_folder.record_order`), fitted to `image_size` as
   training fits them (default: the data's size, `describe`). Every record
   of the split when `n` is None; the records at `indices` when given.
   """

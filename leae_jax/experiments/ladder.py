@@ -477,16 +477,20 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
 def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: int = 10000,
                      log: Callable[[str], None] = print, **config_kw) -> dict[str, Any]:
   """The linear probe on raw pixels and on untrained encoders' codes: the scale of the
-  probe columns. Stored as `<out>/reference_probes.json`; computed once.
+  probe columns. Stored as `<out>/reference_probes.json`; computed once (a later
+  command with more seeds adds their untrained encoders).
 
   Same images, same protocol as every rung's probe (the first
   `probe_train_examples` training images, the whole test split). The
   untrained encoder is the rungs' spatial one at its initialisation, per seed.
   """
   path = os.path.join(out, "reference_probes.json")
+  stored = None
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      stored = json.load(f)
+    if all(str(seed) in stored["untrained_encoder"] for seed in seeds):
+      return stored
   from leae_jax import data
   from leae_jax import evaluation
   from leae_jax import probe as probe_lib
@@ -507,12 +511,15 @@ def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: in
     images, labels = np.concatenate(images), np.concatenate(labels)
     return (images, labels) if max_examples < 0 else (images[:max_examples], labels[:max_examples])
 
-  test = pixels("test", -1)
-  train_px = pixels("train", probe_train_examples)
-  result = {"probe_train_examples": int(len(train_px[0])),
-            "pixels": probe_lib.linear_probe(*train_px, *test, num_classes)["accuracy"],
-            "untrained_encoder": {}}
-  for seed in seeds:
+  if stored is None:
+    test = pixels("test", -1)
+    train_px = pixels("train", probe_train_examples)
+    result = {"probe_train_examples": int(len(train_px[0])),
+              "pixels": probe_lib.linear_probe(*train_px, *test, num_classes)["accuracy"],
+              "untrained_encoder": {}}
+  else:
+    result = stored
+  for seed in [s for s in seeds if str(s) not in result["untrained_encoder"]]:
     trainer = train.Trainer(train.resolve(rung_config(RUNGS[0], seed=int(seed), steps=1,
                                                       **config_kw)))
     state = trainer.init_state()
@@ -621,12 +628,27 @@ def platform_agreement(rows: Sequence[dict[str, Any]],
   return found
 
 
+def wall_seconds(row: dict[str, Any]) -> float:
+  """A result's training + evaluation seconds; its training seconds alone where the
+  result was stored before the total was recorded (`training_time_only`)."""
+  return float(row.get("total_wall_s", row.get("segment_wall_s", 0.0)))
+
+
+def training_time_only(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+  """`{platform: how many results recorded their training time but not their evaluation's}`."""
+  found: dict[str, int] = {}
+  for r in rows:
+    if "total_wall_s" not in r:
+      found[platform_of(r)] = found.get(platform_of(r), 0) + 1
+  return found
+
+
 def compute_spent(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[int, float]]:
-  """`{platform: (results, summed wall seconds of training + evaluation)}`."""
+  """`{platform: (results, summed wall seconds of training + evaluation)}` (`wall_seconds`)."""
   spent: dict[str, tuple[int, float]] = {}
   for r in rows:
     n, s = spent.get(platform_of(r), (0, 0.0))
-    spent[platform_of(r)] = (n + 1, s + float(r.get("total_wall_s", 0.0)))
+    spent[platform_of(r)] = (n + 1, s + wall_seconds(r))
   return spent
 
 
@@ -644,7 +666,7 @@ def seconds_if_all_on(rows: Sequence[dict[str, Any]], platform: str) -> float | 
   for r in own:
     key = (r["rung"], int(r["seed"]))
     steps[r["rung"]] = steps.get(r["rung"], 0) + int(r["steps"]) - reached.get(key, 0)
-    seconds[r["rung"]] = seconds.get(r["rung"], 0.0) + float(r.get("total_wall_s", 0.0))
+    seconds[r["rung"]] = seconds.get(r["rung"], 0.0) + wall_seconds(r)
     reached[key] = int(r["steps"])
   total = sum(seconds.values())
   longest: dict[tuple[str, int], int] = {}
@@ -863,8 +885,11 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
             "Summed wall time of training and evaluation per result, by platform (the ladder "
             "resumes each run from its previous budget, so a result's time covers its own "
             "segment; processes that shared a machine each count their own time):", ""]
+  partial = training_time_only(rows)
   for platform, (n, seconds) in spent.items():
-    lines.append(f"* {platform}: {n} results, {seconds / 3600:.1f} h.")
+    lines.append(f"* {platform}: {n} results, {seconds / 3600:.1f} h"
+                 + (f" ({partial[platform]} of them, stored before evaluation time was recorded, "
+                    "count their training only)." if partial.get(platform) else "."))
   if others:
     estimate = seconds_if_all_on(rows, home)
     if estimate is not None:
