@@ -57,7 +57,10 @@ def eval_step(
   exactly `images[:R]`, the batch a one-device evaluation sees (XLA's
   partitioner handles the uneven split of that slice); the masks of the
   masked metrics are drawn for those `R` images too, so that each image gets
-  the hole it gets on one device. Reconstructions use the running
+  the hole it gets on one device. (So the parts are a held-out training
+  loss at the evaluation batch size, not the published test loss, which
+  encoded `E(x)` with the running statistics at the training batch size:
+  `docs/fidelity.md` row 36.) Reconstructions use the running
   normalisation statistics (inference mode), so per-image numbers do not
   depend on the rest of the batch: they are returned for every slot, and the
   caller weights the padding 0. With `features` (a shipped Fréchet feature

@@ -383,8 +383,8 @@ def reference_distances(net: FeatureExtractor, dataset: str, *, batch_size: int 
                         **source_options: Any) -> dict[str, float]:
   """Fréchet distances that give a dataset's distances their scale, in `net`'s features.
 
-  * `train_vs_test`: every 5th training image (spread over the classes of
-    a class-sorted split) against the whole test split: two samples of
+  * `train_vs_test`: every 5th training image (spread over the split,
+    whatever its order) against the whole test split: two samples of
     the same distribution, the floor a perfect model would reach;
   * `test_vs_half_resolution`: the test split against itself downsampled to
     half its side and back (bilinear): what losing the top octave of detail

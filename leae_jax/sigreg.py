@@ -131,6 +131,12 @@ def epps_pulley_reference(projections: jax.Array, *, num_knots: int = NUM_KNOTS,
   return p.shape[0] * (err @ weights)
 
 
+#: The projections onto the directions run in full float32, as PyTorch's matmul
+#: (TF32 off by default); XLA's default lets Ampere/Hopper GPUs use TF32 (10-bit
+#: mantissas). CPUs compute float32 in full either way.
+PROJECTION_PRECISION = jax.lax.Precision.HIGHEST
+
+
 def random_directions(key: jax.Array, dim: int, num_slices: int) -> jax.Array:
   """`(dim, num_slices)` Gaussian directions, each column of unit length."""
   a = jax.random.normal(key, (dim, num_slices), jnp.float32)
@@ -166,11 +172,13 @@ def sigreg(
     z = z[:, :, None, :]
   if z.ndim == 2:
     a = random_directions(key, z.shape[-1], num_slices)
-    return jnp.mean(epps_pulley(z @ a, num_knots=num_knots, t_max=t_max))
+    return jnp.mean(epps_pulley(jnp.matmul(z, a, precision=PROJECTION_PRECISION),
+                                num_knots=num_knots, t_max=t_max))
   if z.ndim == 4:
     n, h, w, d = z.shape
     a = random_directions(key, d, num_slices)
-    proj = jnp.einsum("nhwd,dk->hwnk", z, a).reshape(h * w, n, num_slices)
+    proj = jnp.einsum("nhwd,dk->hwnk", z, a, precision=PROJECTION_PRECISION
+                      ).reshape(h * w, n, num_slices)
     per_position = jax.vmap(lambda p: epps_pulley(p, num_knots=num_knots, t_max=t_max))(proj)
     return jnp.mean(per_position)
   raise ValueError(

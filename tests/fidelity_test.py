@@ -335,6 +335,18 @@ def test_dense_layers_run_at_highest_precision_and_convolutions_at_default():
   assert len(convs) >= 10 and not any("HIGHEST" in precision(e) for e in convs)
 
 
+def test_sigreg_projects_at_highest_precision():
+  # PyTorch's `proj @ A` runs in full float32 (TF32 matmuls off by default);
+  # XLA's default precision would let a GPU use TF32 for it.
+  from leae_jax import sigreg
+  for shape in ((8, 16), (8, 4, 4, 16)):
+    closed = jax.make_jaxpr(lambda z: sigreg.sigreg(z, jax.random.key(0), num_slices=32))(
+        jnp.ones(shape))
+    dots = [e for e in _equations(closed.jaxpr) if e.primitive.name == "dot_general"
+            and (16, 32) in [v.aval.shape for v in e.invars]]  # codes × directions
+    assert dots and all("HIGHEST" in str(e.params.get("precision")) for e in dots), shape
+
+
 def test_subpixel_taps_are_folded_in_float32_before_the_bfloat16_cast():
   # Kernel taps whose sums round differently in bfloat16: with a one-hot input
   # every output is one folded tap, which must be bf16(float32 sum).

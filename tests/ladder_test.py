@@ -229,3 +229,133 @@ def test_reference_probes_are_computed_once(tmp_path, idx_data):
   json.dump(row, open(ladder.result_path(out, "mse", 0, 2), "w"))
   report = open(ladder.write_report(out, command="ladder test")).read()
   assert "on the raw pixels -1.000" in report
+  # A later command with another seed adds its untrained encoder, keeping the rest.
+  more = ladder.reference_probes(out, [0, 1, 2], log=lambda m: None, **kw)
+  assert more["pixels"] == -1.0 and set(more["untrained_encoder"]) == {"0", "1", "2"}
+  assert more["untrained_encoder"]["0"] == ref["untrained_encoder"]["0"]
+
+
+def test_each_dataset_has_its_ladder_of_known_rungs_and_claims():
+  for spec in ladder.LADDERS.values():
+    assert set(spec.rungs) <= set(ladder.RUNG_NAMES) and set(spec.curve_rungs) <= set(spec.rungs)
+    for claim in spec.all_claims:
+      assert {claim.a, claim.b} <= set(spec.rungs), (spec.dataset, claim)
+  cifar = ladder.LADDERS["cifar10"]
+  assert "mse_published" in cifar.rungs and "masked_mse" not in cifar.rungs
+  # Both new rungs are on both ladders.
+  for spec in ladder.LADDERS.values():
+    assert {"plain_step_frozen", "crop_step_frozen_no_sigreg"} <= set(spec.rungs)
+
+
+def test_cifar_rungs_keep_their_configs_batch_and_the_published_baseline_recipe():
+  spec = ladder.LADDERS["cifar10"]
+  configs = {name: ladder.rung_config(spec.rung(name), seed=1, steps=391, ladder=spec,
+                                      prepared_dir="/prepared")
+             for name in spec.rungs}
+  published = configs["mse_published"]
+  assert (published.batch_size, published.learning_rate, published.weight_decay) == (64, 1e-3, 0.0)
+  assert published.objective.name == "mse" and published.objective.sigreg_weight == 0.0
+  for name, c in configs.items():
+    assert c.dataset == "cifar10" and c.seed == 1 and c.num_train_steps == 391
+    assert (c.model.hidden, c.model.latent_channels) == (64, 32)  # the published 0.58 M model
+    assert c.prepared_dir == "/prepared" and c.num_workers == 0
+    if name != "mse_published":
+      assert (c.batch_size, c.learning_rate, c.weight_decay) == (128, 1e-4, 0.01), name
+  assert configs["crop_step_frozen_no_sigreg"].objective.sigreg_weight == 0.0
+  assert configs["crop_step_frozen"].objective.sigreg_weight == 0.03
+  assert configs["plain_step_frozen"].objective.judge == "step_frozen"
+  assert configs["plain_step_frozen"].objective.views == ""
+  assert configs["channel_mask_live"].objective.views == "channel_mask"
+  # An explicit flag still overrides every rung (the tests' tiny models).
+  assert ladder.rung_config(spec.rung("mse_published"), seed=0, steps=2, ladder=spec,
+                            batch_size=8).batch_size == 8
+
+
+def test_the_rules_false_verdict_rate_and_lower_is_better_claims():
+  # At 3 seeds each the threshold is t = √6 with 4 degrees of freedom: p ≈ 0.07.
+  np.testing.assert_allclose(ladder.chance_of_a_verdict(3, 3), 0.0700, atol=5e-4)
+  assert ladder.chance_of_a_verdict(5, 5) < ladder.chance_of_a_verdict(3, 3)
+  assert ladder.chance_of_a_verdict(1, 3) == 0.0
+  # A Monte-Carlo check of that rate with the rule itself.
+  rng = np.random.default_rng(0)
+  draws = rng.normal(size=(20000, 2, 3))
+  decided = np.mean([ladder.verdict(a, b)[0] != "not resolved at this budget" for a, b in draws])
+  np.testing.assert_allclose(decided, ladder.chance_of_a_verdict(3, 3), atol=0.006)
+  lower = ladder.Claim("a closer", "a", "b", "frechet_distance", lower_is_better=True)
+  v, diff, _ = ladder.claim_verdict(lower, [4.0, 4.1, 3.9], [8.0, 8.1, 7.9])
+  assert v == "consistent" and diff < 0  # the difference stays a − b
+  assert ladder.claim_verdict(lower, [8.0, 8.1, 7.9], [4.0, 4.1, 3.9])[0] == "contradicted"
+
+
+def test_verdicts_across_budgets_and_their_census():
+  assert ladder.across_budgets({400: "consistent"}) == "–"
+  assert ladder.across_budgets({400: "consistent", 1600: "consistent"}) == "same"
+  assert ladder.across_budgets({400: "consistent", 1600: "not resolved at this budget"}) == "changes"
+  assert ladder.across_budgets({400: "consistent", 1600: "contradicted"}) == "**flips**"
+  rows = [_result(r, s, b, psnr + 0.1 * s, 0.8) for s in range(3) for r, b, psnr in (
+      ("mse", 400, 21.0), ("crop_step_frozen", 400, 19.0), ("mse", 1600, 20.0),
+      ("crop_step_frozen", 1600, 23.0), ("crop_live", 400, 19.0))]
+  rows.append(_result("plain_live", 0, 400, 9.0, 0.8))  # one seed: no verdict drawn
+  table = ladder.aggregate(rows)
+  claims = [ladder.Claim("mse better", "mse", "crop_step_frozen", "psnr"),
+            ladder.Claim("frozen better", "crop_step_frozen", "crop_live", "psnr"),
+            ladder.Claim("loophole", "crop_live", "plain_live", "psnr")]
+  assert ladder.claim_verdicts(table, claims[0], [400, 1600]) == {400: "consistent",
+                                                                   1600: "contradicted"}
+  drawn, decided, chance = ladder.verdict_census(table, claims, [400, 1600])
+  assert (drawn, decided) == (3, 2)  # mse×2 budgets, frozen at 400 (equal: not resolved)
+  np.testing.assert_allclose(chance, 3 * ladder.chance_of_a_verdict(3, 3))
+
+
+def test_blur_is_compared_at_the_nearest_psnr():
+  rows = []
+  for s in range(3):
+    e, db = 0.01 * s, 0.3 * s  # seed spreads: 0.01 of power, 0.3 dB of PSNR
+    rows += [_result("crop_step_frozen", s, 391, 19.0 + db, 0.5, spectral_power_b3=0.10 + e),
+             _result("crop_step_frozen", s, 1955, 22.0 + db, 0.5, spectral_power_b3=0.30 + e,
+                     frechet_distance=10.0 + e),
+             _result("mse", s, 391, 22.1 + db, 0.5, spectral_power_b3=0.20 + e,
+                     frechet_distance=12.0 + e),
+             _result("mse", s, 1955, 26.0 + db, 0.5, spectral_power_b3=0.40 + e)]
+  pairs = ladder.equal_psnr_pairs(ladder.aggregate(rows), "crop_step_frozen", "mse")
+  assert [(p["a_steps"], p["b_steps"]) for p in pairs] == [(391, 391), (1955, 391)]
+  # 22.0 against 22.1 dB: not resolved, a fair pair; there self-teaching keeps more
+  # high-band power and lies closer in Fréchet distance (lower is better).
+  assert pairs[1]["psnr"][0] == "not resolved at this budget"  # 0.1 dB against a 2σ of 0.6
+  assert pairs[1]["spectral_power_b3"][0] == "consistent"
+  assert pairs[1]["frechet_distance"][0] == "consistent"
+  assert "frechet_distance" not in pairs[0]  # the 391-step self-teaching cell has none
+
+
+
+def test_the_cifar10_page_answers_colour_and_blur_from_stored_results(tmp_path, monkeypatch):
+  out = str(tmp_path / "results_cifar10")
+  spec = ladder.LADDERS["cifar10"]
+  rng = np.random.default_rng(0)
+  for rung in spec.rungs:
+    for s in range(3):
+      row = _result(rung, s, 391, 20.0 + rng.normal(0, 0.1), 0.45, chroma_psnr=35.0,
+                    saturation_ratio=(0.7 if rung == "pixel_mask_live" else 0.9) + 0.01 * s,
+                    spectral_power_b3=0.2 + 0.01 * s, frechet_distance=20.0 + s)
+      path = ladder.result_path(out, rung, s, 391)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      json.dump(row, open(path, "w"))
+  # A masked rung's samples: the grid shows its masked input beside the masked reconstruction.
+  images = np.zeros((2, 8, 8, 3), np.float16)
+  np.savez(ladder.result_path(out, "crop_live", 0, 391, "_samples.npz"), images=images,
+           reconstruction=images, masked_input=images, masked_reconstruction=images)
+  shown = []  # the grid's row labels
+  from leae_jax import outputs
+  monkeypatch.setattr(outputs, "plot_labelled_rows",
+                      lambda rows, labels, path: shown.extend(labels) or path)
+  report = open(ladder.write_report(out, command="ladder test", ladder=spec)).read()
+  assert shown == ["input", "crop_live", "crop_live (masked input)", "crop_live (masked)"]
+  assert report.startswith("# The ablation ladder on CIFAR-10 (JPEG q75)")
+  assert "--dataset=cifar10 --out=" in report and "JPEG q75" in report
+  assert "## Colour and blur" in report and "### Blur at equal PSNR" in report
+  assert ("Pixel masking washes colour out where crop-resize does not (saturation): `crop_live` vs "
+          "`pixel_mask_live` | saturation_ratio | consistent") in report
+  assert "frechet_distance (lower is better)" in report
+  assert "## How many verdicts, and how many by chance" in report
+  for figure in ("bars.png", "colour_blur.png", "blur_vs_psnr.png"):
+    assert os.path.exists(os.path.join(out, figure)) and f"results_cifar10/{figure})" in report

@@ -191,7 +191,8 @@ class Ladder:
   curve_budgets: tuple[int, ...]
   out: str
   compare_with: str = ""  # results from before the fidelity fixes (Fashion-MNIST only)
-  data_flags: tuple[tuple[str, str], ...] = ()  # flags the page's command names (e.g. data_dir)
+  # (a, b): compare a's blur with b's at equal PSNR (`equal_psnr_pairs`); colour data only.
+  equal_psnr: tuple[str, str] | tuple[()] = ()
 
   def rung(self, name: str) -> Rung:
     return next(r for r in RUNGS if r.name == name)
@@ -259,7 +260,8 @@ LADDERS = {
                     _PROBE_TRANSFORM,
                     Claim("Crop-resize gives a better probe than pixel masking", "crop_live",
                           "pixel_mask_live", "probe_accuracy")),
-        budgets=(391,), curve_budgets=(782, 1955), out="docs/results_cifar10"),
+        budgets=(391,), curve_budgets=(782, 1955), out="docs/results_cifar10",
+        equal_psnr=("crop_step_frozen", "mse")),
 }
 
 # The Fashion-MNIST ladder's, kept importable by these names.
@@ -751,12 +753,122 @@ def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
           + (f"; {', '.join(where)}" if where else "") + ")")
 
 
-def _claims_table(table, claims: Sequence[Claim], budgets: Sequence[int], home: str) -> list[str]:
-  lines = ["| claim | metric | " + " | ".join(f"{s} steps" for s in budgets) + " |",
-           "|---|---|" + "---|" * len(budgets)]
+def claim_verdicts(table, claim: Claim, budgets: Sequence[int]) -> dict[int, str]:
+  """`{budget: verdict}` at the budgets where both rungs hold the claim's metric."""
+  found = {}
+  for steps in budgets:
+    cells = _claim_cells(table, claim, steps)
+    if cells is not None:
+      found[steps] = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])[0]
+  return found
+
+
+def across_budgets(verdicts: dict[int, str]) -> str:
+  """Whether a claim's verdicts agree between budgets: '–' (one budget), 'same',
+  'changes' (resolved at some, not at others) or 'flips' (consistent at one,
+  contradicted at another)."""
+  kinds = set(verdicts.values())
+  if len(verdicts) < 2:
+    return "–"
+  if {"consistent", "contradicted"} <= kinds:
+    return "**flips**"
+  return "same" if len(kinds) == 1 else "changes"
+
+
+def chance_of_a_verdict(n_a: int, n_b: int) -> float:
+  """Probability that the verdict rule decides (either way) between two rungs whose
+  true means are equal, with normal seed noise of one standard deviation: the
+  rule's false-verdict rate. Two-sided Student t with n_a + n_b − 2 degrees of
+  freedom at the rule's threshold, 2·s_p = t·s_p·√(1/n_a + 1/n_b) (exact for
+  n_a = n_b, where s_p is the pooled standard deviation); 0.070 at 3 seeds each.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (installed with JAX)
+
+  if n_a < 2 or n_b < 2:
+    return 0.0
+  critical = 2.0 / math.sqrt(1.0 / n_a + 1.0 / n_b)
+  return float(2.0 * stats.t.sf(critical, n_a + n_b - 2))
+
+
+def verdict_census(table, claims: Sequence[Claim], budgets: Sequence[int]
+                   ) -> tuple[int, int, float]:
+  """`(verdicts drawn, how many decided, how many the rule would decide by chance)`
+  over every (claim, budget) cell where both rungs have ≥2 seeds."""
+  drawn, decided, chance = 0, 0, 0.0
   for claim in claims:
-    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {claim.metric} | "
-                 + " | ".join(_claim_cell(table, claim, s, home) for s in budgets) + " |")
+    for steps in budgets:
+      cells = _claim_cells(table, claim, steps)
+      if cells is None or min(len(cells[0][claim.metric]), len(cells[1][claim.metric])) < 2:
+        continue
+      drawn += 1
+      v, _, _ = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
+      decided += v != "not resolved at this budget"
+      chance += chance_of_a_verdict(len(cells[0][claim.metric]), len(cells[1][claim.metric]))
+  return drawn, decided, chance
+
+
+#: What "less blurred" is measured by, at equal PSNR (`equal_psnr_pairs`).
+BLUR_METRICS = (Claim("", "", "", "spectral_power_b3"),
+                Claim("", "", "", "frechet_distance", lower_is_better=True))
+
+
+def equal_psnr_pairs(table, a: str, b: str) -> list[dict[str, Any]]:
+  """Rung `a` at each of its budgets against rung `b` at the budget whose mean PSNR is
+  nearest: the PSNR verdict (a fair pair is one the rule cannot tell apart) and
+  each of `BLUR_METRICS`' verdicts (a's direction: a less blurred than b).
+
+  Returns `[{'a_steps', 'b_steps', 'psnr': (verdict, diff, threshold),
+  metric: (verdict, diff, threshold), ...}]`.
+  """
+  pairs = []
+  b_cells = {steps: cell for (name, steps), cell in table.items() if name == b and cell.get("psnr")}
+  for (name, steps), cell in sorted(table.items(), key=lambda kv: kv[0][1]):
+    if name != a or not cell.get("psnr") or not b_cells:
+      continue
+    nearest = min(b_cells, key=lambda sb: (abs(np.mean(b_cells[sb]["psnr"]) - np.mean(cell["psnr"])), sb))
+    other = b_cells[nearest]
+    pair = {"a_steps": steps, "b_steps": nearest, "psnr": verdict(cell["psnr"], other["psnr"])}
+    for claim in BLUR_METRICS:
+      if cell.get(claim.metric) and other.get(claim.metric):
+        pair[claim.metric] = claim_verdict(claim, cell[claim.metric], other[claim.metric])
+    pairs.append(pair)
+  return pairs
+
+
+def _verdict_text(v: tuple[str, float, float]) -> str:
+  verdict_, diff, threshold = v
+  d = 3 if abs(diff) < 0.1 else 2
+  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}"
+  return f"{verdict_} (Δ {diff:+.{d}f}{thr})"
+
+
+def _equal_psnr_section(table, a: str, b: str) -> list[str]:
+  pairs = equal_psnr_pairs(table, a, b)
+  if not pairs:
+    return []
+  lines = ["### Blur at equal PSNR", "",
+           f"A sharper-looking reconstruction can simply be a better one. So `{a}` at each of its "
+           f"budgets is set against `{b}` at the budget whose mean PSNR is nearest; where the "
+           "rule cannot tell their PSNRs apart (*not resolved*), the pair is at equal PSNR and "
+           "its blur verdicts answer the blog's argument (consistent: "
+           f"`{a}` keeps more high-band power, or lies closer in Fréchet distance).", "",
+           f"| `{a}` steps | `{b}` steps | PSNR {a} − {b} | high-band power | Fréchet distance |",
+           "|---|---|---|---|---|"]
+  for pair in pairs:
+    cells = [_verdict_text(pair[m.metric]) if m.metric in pair else "–" for m in BLUR_METRICS]
+    lines.append(f"| {pair['a_steps']} | {pair['b_steps']} | {_verdict_text(pair['psnr'])} | "
+                 + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _claims_table(table, claims: Sequence[Claim], budgets: Sequence[int], home: str) -> list[str]:
+  lines = ["| claim | metric | " + " | ".join(f"{s} steps" for s in budgets)
+           + " | across budgets |", "|---|---|" + "---|" * (len(budgets) + 1)]
+  for claim in claims:
+    metric = claim.metric + (" (lower is better)" if claim.lower_is_better else "")
+    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {metric} | "
+                 + " | ".join(_claim_cell(table, claim, s, home) for s in budgets)
+                 + f" | {across_budgets(claim_verdicts(table, claim, budgets))} |")
   return lines
 
 
@@ -851,6 +963,8 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
   for i, (section, lead, claims) in enumerate(ladder.claims):
     lines += [f"## {section}", "", *([VERDICT_RULE, ""] if i == 0 else []),
               *([lead, ""] if lead else []), *_claims_table(table, claims, budgets, home), ""]
+    if any(c.metric == "spectral_power_b3" for c in claims) and ladder.equal_psnr:
+      lines += _equal_psnr_section(table, *ladder.equal_psnr)
   lines += ["## The downstream question", "",
             "*Does transformed latent agreement improve representations, or only "
             "reconstructions?* Asked of the linear probe (top-1 on frozen codes), by the same "
@@ -867,6 +981,17 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
               f"same test split): on the raw pixels {ref['pixels']:.3f}; on an untrained "
               f"encoder's codes {_mean_std(untrained, 3)} ({len(untrained)} seeds; "
               f"`{rel(ref_path)}`).", ""]
+  drawn, decided, chance = verdict_census(table, ladder.all_claims, budgets)
+  if drawn:
+    lines += ["## How many verdicts, and how many by chance", "",
+              f"The tables above draw {drawn} verdicts (a claim at a budget where both rungs have "
+              f"at least 2 seeds); {decided} of them are decided (consistent or contradicted). "
+              f"Were every compared pair truly equal, the 2σ rule would decide about "
+              f"{chance:.1f} of them by chance (a rate of {chance_of_a_verdict(3, 3):.3f} a "
+              "verdict at 3 seeds each: a two-sided Student t test at the rule's threshold). A "
+              "verdict whose claim **flips** between budgets (consistent at one, contradicted at "
+              "another) or *changes* (decided at one, not at another) is marked in the last "
+              "column.", ""]
   agreement = platform_agreement(rows)
   if agreement:
     agree = sum(a[-1] for a in agreement)
@@ -910,6 +1035,14 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
   bars = plot_bars(table, rungs, whole or budgets, os.path.join(out, "bars.png"), references)
   if bars:
     figures.append(f"![mean ± std per rung]({rel(bars)})")
+  colour = plot_bars(table, rungs, whole or budgets, os.path.join(out, "colour_blur.png"),
+                     panels=COLOUR_BLUR_PANELS)
+  if colour:
+    figures.append(f"![colour and blur, mean ± std per rung]({rel(colour)})")
+  blur = plot_blur_against_psnr(table, rungs, os.path.join(out, "blur_vs_psnr.png"))
+  if blur:
+    figures.append(f"![high-band power and Fréchet distance against PSNR, every rung and "
+                   f"budget]({rel(blur)})")
   curves = plot_budget_curves(table, os.path.join(out, "budget_curves.png"), home=home,
                               rungs=ladder.curve_rungs)
   if curves:
@@ -944,30 +1077,55 @@ def _sample_std(values) -> float:
   return float(np.std(values, ddof=1)) if values and len(values) > 1 else 0.0
 
 
-def plot_bars(table, rungs, budgets, path: str,
-              references: dict[str, float] | None = None) -> str | None:
-  """PSNR and probe accuracy, mean ± std over seeds, per rung and budget.
+def _error_bars(means: Sequence[float], stds: Sequence[float]) -> np.ndarray:
+  """`yerr` of ± std bars for quantities that cannot be negative: the lower bar stops at 0."""
+  means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)
+  return np.stack([np.minimum(stds, np.where(np.isfinite(means), np.maximum(means, 0.0), 0.0)),
+                   stds])
 
-  The probe axis spans its values (they differ by hundredths), with
-  `references` (label → probe accuracy, e.g. an untrained encoder's) drawn
-  as dashed lines.
+
+BAR_PANELS = (("psnr", "PSNR (dB)"), ("probe_accuracy", "probe top-1"))
+#: The colour and blur figure's panels (colour images only).
+COLOUR_BLUR_PANELS = (("saturation_ratio", "saturation ratio (1: input's)"),
+                      ("chroma_psnr", "chroma PSNR (dB)"),
+                      ("spectral_power_b3", "high-band power (1: input's)"),
+                      ("frechet_distance", "Fréchet distance (lower: closer)"))
+
+
+def plot_bars(table, rungs, budgets, path: str, references: dict[str, float] | None = None,
+              panels: Sequence[tuple[str, str]] = BAR_PANELS) -> str | None:
+  """One panel per metric of `panels` (PSNR and probe accuracy by default): mean ± std
+  over seeds, per rung and budget. None when no cell holds any of the metrics.
+
+  The bars start at zero and their lower error bars stop there (every metric
+  here is non-negative), except the probe's axis, which spans its values (they
+  differ by hundredths) and says where it starts; `references` (label → probe
+  accuracy, e.g. an untrained encoder's) are drawn on it as dashed lines.
   """
+  panels = [(m, label) for m, label in panels
+            if any(table.get((r.name, s), {}).get(m) for r in rungs for s in budgets)]
+  if not panels:
+    return None
   plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+  axes = axes[0]
   width = 0.8 / max(len(budgets), 1)
-  for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "probe_accuracy", "probe top-1")):
+  for ax, (metric, label) in zip(axes, panels):
     shown = []
     for i, steps in enumerate(budgets):
       means = [np.mean(table.get((r.name, steps), {}).get(metric) or [np.nan]) for r in rungs]
       stds = [_sample_std(table.get((r.name, steps), {}).get(metric)) for r in rungs]
-      ax.bar(np.arange(len(rungs)) + i * width, means, width, yerr=stds, capsize=2,
-             label=f"{steps} steps")
+      ax.bar(np.arange(len(rungs)) + i * width, means, width, yerr=_error_bars(means, stds),
+             capsize=2, label=f"{steps} steps")
       shown += [m for m in means if np.isfinite(m)]
     if metric == "probe_accuracy" and shown:
       for j, (name, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(budgets) + j}", linestyle="--", linewidth=1, label=name)
         shown.append(value)
-      ax.set_ylim(min(shown) - 0.02, min(1.0, max(shown) + 0.01))
+      low = max(0.0, min(shown) - 0.02)
+      ax.set_ylim(low, min(1.0, max(shown) + 0.01))
+      if low > 0:
+        label += f" (axis cut: starts at {low:.2f})"
       ax.legend(fontsize=7)
     ax.set_xticks(np.arange(len(rungs)) + width * (len(budgets) - 1) / 2)
     ax.set_xticklabels([r.name for r in rungs], rotation=45, ha="right", fontsize=7)
@@ -1002,7 +1160,8 @@ def plot_budget_curves(table, path: str, home: str = "CPU",
       means = np.array([np.mean(c[metric]) for _, c in points])
       stds = np.array([_sample_std(c[metric]) for _, c in points])
       ax.plot(xs, means, label=rung, color=color)
-      ax.fill_between(xs, means - stds, means + stds, alpha=0.2, color=color)
+      # Non-negative quantities: the band stops at zero.
+      ax.fill_between(xs, np.maximum(means - stds, 0.0), means + stds, alpha=0.2, color=color)
       for x, m, (_, c) in zip(xs, means, points):
         ax.plot([x], [m], marker="o", color=color,
                 markerfacecolor=color if c["platform"] == home else "white")
@@ -1011,6 +1170,37 @@ def plot_budget_curves(table, path: str, home: str = "CPU",
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_blur_against_psnr(table, rungs, path: str) -> str | None:
+  """High-band power and Fréchet distance against PSNR: one point per (rung, budget),
+  mean ± std over seeds on both axes, a rung's budgets joined in order. None
+  without those metrics (grey or non-image data)."""
+  panels = [m for m in BLUR_METRICS if any(c.get(m.metric) for c in table.values())]
+  if not panels:
+    return None
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+  for ax, claim in zip(axes[0], panels):
+    for i, rung in enumerate(rungs):
+      cells = [table[(n, st)] for (n, st) in sorted(table, key=lambda k: k[1]) if n == rung.name
+               and table[(n, st)].get(claim.metric) and table[(n, st)].get("psnr")]
+      if not cells:
+        continue
+      xs = np.array([np.mean(c["psnr"]) for c in cells])
+      ys = np.array([np.mean(c[claim.metric]) for c in cells])
+      ax.errorbar(xs, ys, xerr=[_sample_std(c["psnr"]) for c in cells],
+                  yerr=_error_bars(ys, [_sample_std(c[claim.metric]) for c in cells]),
+                  marker="o" if i < 10 else "s", markersize=4, capsize=2, linewidth=1,
+                  color=f"C{i % 10}", label=rung.name)
+    ax.set_xlabel("PSNR (dB)")
+    ax.set_ylabel(dict(COLOUR_BLUR_PANELS)[claim.metric])
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -1040,6 +1230,10 @@ def plot_compare(out: str, rungs, steps: int, path: str) -> str | None:
     rows.append(samples["reconstruction"].astype(np.float32))
     labels.append(rung.name + where)
     if "masked_reconstruction" in samples:
+      # The masked input beside its reconstruction, so that the hole can be seen.
+      if "masked_input" in samples:
+        rows.append(samples["masked_input"].astype(np.float32))
+        labels.append(f"{rung.name} (masked input){where}")
       rows.append(samples["masked_reconstruction"].astype(np.float32))
       labels.append(f"{rung.name} (masked){where}")
   if not rows:
