@@ -44,6 +44,7 @@ E = "tests/evaluate_test.py::"
 P = "tests/epoch_end_test.py::"
 IF = "tests/image_folder_test.py::"
 IM = "tests/image_metrics_test.py::"
+L = "tests/ladder_test.py::"
 
 HAND = O + "test_library_loss_value_and_gradients_match_the_hand_derivation"
 MASKED_HAND = O + "test_masked_objective_value_and_gradients_match_the_hand_derivation"
@@ -305,12 +306,16 @@ MUTANTS = [
            "  return images.astype(jnp.float32) * jnp.float32(1.0 / 256.0)",
            ("tests/prepared_test.py::test_uint8_batches_scale_on_device_to_the_same_floats",)),
     # --- Image folders and the colour and blur metrics ---------------------------------
-    Mutant("image_folder_files_reversed", "an image folder's files are read in reverse name order",
+    Mutant("image_folder_in_folder_order", "an image folder's records stay in class-folder order "
+           "(a prefix is one class)", "leae_jax/data/image_folder.py",
+           "  order = record_order(files)", "  order = np.arange(len(files))",
+           (IF + "test_order_labels_and_pixels_follow_the_documented_rule",
+            IF + "test_real_files_give_the_pixels_and_labels_of_an_independent_decode")),
+    Mutant("record_order_unsorted", "record_order returns the paths' own order",
            "leae_jax/data/image_folder.py",
-           "names = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name))",
-           "names = sorted((e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name)),"
-           " reverse=True)",
-           (IF + "test_order_labels_and_pixels_follow_the_documented_rule",)),
+           "np.asarray(sorted(range(len(paths)), key=keys.__getitem__), np.int64)",
+           "np.arange(len(paths), dtype=np.int64)",
+           (IF + "test_record_order_mixes_the_classes_and_survives_added_files",)),
     Mutant("image_folder_classes_reversed", "class folders get labels in reverse sorted order",
            "leae_jax/data/image_folder.py",
            "classes = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(\".\"))",
@@ -340,6 +345,21 @@ MUTANTS = [
            "themselves", "leae_jax/evaluation.py",
            "features_recon=features(recon)", "features_recon=features(images)",
            ("tests/frechet_test.py::test_evaluation_reports_the_frechet_distance_of_its_net",)),
+    Mutant("sigreg_projection_default_precision", "SIGReg projects at XLA's default precision "
+           "(TF32 on GPUs)", "leae_jax/sigreg.py",
+           "PROJECTION_PRECISION = jax.lax.Precision.HIGHEST", "PROJECTION_PRECISION = None",
+           (F + "test_sigreg_projects_at_highest_precision",)),
+    # --- The ladder's verdicts -------------------------------------------------------
+    Mutant("lower_is_better_ignored", "a lower-is-better claim (Fréchet) is judged as higher-is-better",
+           "leae_jax/experiments/ladder.py",
+           "  if not claim.lower_is_better:\n    return verdict(a, b)", "  return verdict(a, b)",
+           (L + "test_the_rules_false_verdict_rate_and_lower_is_better_claims",
+            L + "test_blur_is_compared_at_the_nearest_psnr")),
+    Mutant("chance_rate_one_sided", "the rule's chance rate counts one direction only",
+           "leae_jax/experiments/ladder.py",
+           "return float(2.0 * stats.t.sf(critical, n_a + n_b - 2))",
+           "return float(stats.t.sf(critical, n_a + n_b - 2))",
+           (L + "test_the_rules_false_verdict_rate_and_lower_is_better_claims",)),
 ]
 
 
