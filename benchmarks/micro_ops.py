@@ -5,7 +5,7 @@
 Prints JSON lines, milliseconds (median of 5 blocks of 5 calls):
 
 * `upsample_conv`: "nearest ×2 then conv3x3" at the decoder's three shapes,
-  direct (conv of the upsampled map) vs `models.upsample_conv3x3` (four
+  direct (conv of the upsampled map) vs `layers.upsample_conv3x3` (four
   folded 2x2 convs on the low-resolution map), forward and forward+backward;
 * `sigreg`: SIGReg on the 4x4x32 CIFAR code, literal Epps–Pulley (cos/sin at
   every knot, autodiff) vs the library's angle-addition scan with its
@@ -13,7 +13,7 @@ Prints JSON lines, milliseconds (median of 5 blocks of 5 calls):
 * `conv_grads`: a 3x3 convolution's forward, input gradient and kernel
   gradient separately (XLA's whole-batch kernel gradient);
 * `kernel_grad`: every parameter-carrying convolution of the CIFAR step, its
-  kernel gradient as XLA computes it for the whole batch vs `models.conv2d`'s
+  kernel gradient as XLA computes it for the whole batch vs `layers.conv2d`'s
   (summed over batch chunks of ~1024 output positions on CPU).
 """
 
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leae_jax import models
+from leae_jax.models import layers
+from leae_jax.models import resample
 from leae_jax import sigreg as sigreg_lib
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -47,7 +48,7 @@ def conv3x3(x, k):
 
 
 def direct_upsample_conv(x, k):
-  return conv3x3(models.upsample_nearest(x), k)
+  return conv3x3(resample.upsample_nearest(x), k)
 
 
 def fwd_bwd(f):
@@ -71,9 +72,9 @@ def main():
     print(json.dumps({
         "op": "upsample_conv", "input": [128, side, side, cin], "features": cout,
         "direct_fwd": timed(jax.jit(direct_upsample_conv), x, k),
-        "subpixel_fwd": timed(jax.jit(models.upsample_conv3x3), x, k),
+        "subpixel_fwd": timed(jax.jit(layers.upsample_conv3x3), x, k),
         "direct_fwd_bwd": timed(fwd_bwd(direct_upsample_conv), x, k),
-        "subpixel_fwd_bwd": timed(fwd_bwd(models.upsample_conv3x3), x, k),
+        "subpixel_fwd_bwd": timed(fwd_bwd(layers.upsample_conv3x3), x, k),
     }), flush=True)
 
   z = jnp.asarray(rng.normal(size=(128, 4, 4, 32)), jnp.float32)
@@ -101,20 +102,20 @@ def main():
     }), flush=True)
 
   # (layer, input side, in, out, kernel, stride, padding) of the CIFAR model.
-  layers = [("encoder stem", 32, 3, 64, 4, 2, 1), ("encoder down 0, stride 2", 16, 64, 128, 3, 2, 1),
+  shapes = [("encoder stem", 32, 3, 64, 4, 2, 1), ("encoder down 0, stride 2", 16, 64, 128, 3, 2, 1),
             ("encoder down 0, 3x3", 8, 128, 128, 3, 1, 1), ("encoder down 1, stride 2", 8, 128, 32, 3, 2, 1),
             ("decoder up 0, sub-pixel phase", 4, 32, 128, 2, 1, (1, 0)),
             ("decoder up 0, 3x3", 8, 128, 128, 3, 1, 1), ("decoder up 0, 1x1 skip", 4, 32, 128, 1, 1, 0),
             ("decoder up 1, sub-pixel phase", 8, 128, 64, 2, 1, (1, 0)),
             ("decoder up 1, 3x3", 16, 64, 64, 3, 1, 1), ("decoder up 1, 1x1 skip", 8, 128, 64, 1, 1, 0),
             ("to_image, sub-pixel phase", 16, 64, 3, 2, 1, (1, 0))]
-  for name, side, cin, cout, size, stride, pad in layers:
+  for name, side, cin, cout, size, stride, pad in shapes:
     pad = (pad, pad) if isinstance(pad, int) else pad
     padding, strides = (pad, pad), (stride, stride)
     x = jnp.asarray(rng.normal(size=(128, side, side, cin)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(size, size, cin, cout)) * 0.05, jnp.float32)
     xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
-    ours = lambda x, k: models.conv2d(x, k, strides, padding)
+    ours = lambda x, k: layers.conv2d(x, k, strides, padding)
     dy = jnp.ones(xla(x, k).shape, jnp.float32)
     grad_k = lambda f: jax.jit(lambda x, k, dy: jax.vjp(lambda k: f(x, k), k)[1](dy)[0])
     print(json.dumps({

@@ -74,7 +74,7 @@ class Conv(nn.Conv2d):
   """Conv2d whose parameters can be used detached (the step-frozen judge)."""
 
   def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
-    # Same padding rule as models._conv: 1 for the 4x4/s2 stem, k//2 otherwise.
+    # Same padding rule as models.layers.conv_layer: 1 for the 4x4/s2 stem, k//2 otherwise.
     # PyTorch's default init (model.init='pytorch'): kaiming_uniform(a=√5) kernels,
     # i.e. U(±1/√fan_in), and biases U(±1/√fan_in), fan_in = cin·k·k.
     pad = 1 if kernel == 4 else kernel // 2
@@ -87,7 +87,7 @@ class Conv(nn.Conv2d):
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
-  # pixel_unshuffle orders the output channels (c, dy, dx), as models.space_to_depth does.
+  # pixel_unshuffle orders the output channels (c, dy, dx), as models.resample.space_to_depth does.
   return F.pixel_unshuffle(x, 2)
 
 
@@ -136,7 +136,7 @@ class UpBlock(nn.Module):
 
 
 class CodeNorm(nn.Module):
-  """Batch norm over (N, H, W) with torch's BatchNorm2d semantics (`models.CodeNorm`).
+  """Batch norm over (N, H, W) with torch's BatchNorm2d semantics (`models.layers.CodeNorm`).
 
   Training mode normalises with the batch mean and the biased batch variance
   and moves the running statistics by `1 − momentum` (Flax's convention for
@@ -199,7 +199,7 @@ class Autoencoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# crop_resize view (views.crop_resize): per-image square crop of side
+# crop_resize view (views.image.crop_resize): per-image square crop of side
 # max(1, floor(r · size)) at a uniform corner, resized back bilinearly with one
 # interpolation matrix per axis.
 
@@ -465,6 +465,7 @@ def run_check(args) -> int:
   import jax.numpy as jnp
   from configs import cifar
   from leae_jax import models, objectives, train
+  from leae_jax.models import residual
   from leae_jax import sigreg as sigreg_lib
 
   config = cifar.get_config()
@@ -487,8 +488,8 @@ def run_check(args) -> int:
       image_channels=(config.image_channels, CIFAR["image_channels"]),
       learning_rate=(config.learning_rate, CIFAR["learning_rate"]),
       lr_schedule=(config.lr_schedule, CIFAR["lr_schedule"]),
-      bn_momentum=(models.Encoder.bn_momentum, CIFAR["bn_momentum"]),
-      bn_epsilon=(models.Encoder.bn_epsilon, CIFAR["bn_epsilon"]),
+      bn_momentum=(residual.Encoder.bn_momentum, CIFAR["bn_momentum"]),
+      bn_epsilon=(residual.Encoder.bn_epsilon, CIFAR["bn_epsilon"]),
       weight_decay=(config.weight_decay, CIFAR["weight_decay"]), grad_clip_norm=(config.grad_clip_norm, 0.0),
       num_train_steps=(config.num_train_steps, num_train_steps(CHECK_BATCH)),
   )

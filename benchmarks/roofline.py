@@ -59,6 +59,7 @@ import jax
 from leae_jax import base_config
 from leae_jax import bench
 from leae_jax import models
+from leae_jax.models import layers
 from leae_jax import train
 
 # One device of each kind: dense bf16 peak (bench.PEAK_FLOPS, vendor data
@@ -258,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   # the fusion passes and inflate the bytes accessed.
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_disable_most_optimizations", False)
-  # The accelerators' step: `models.conv2d` sums kernel gradients over batch
+  # The accelerators' step: `layers.conv2d` sums kernel gradients over batch
   # chunks on CPU only; GPU and TPU lower XLA's one-piece gradient, so analyse that.
-  models.KERNEL_GRAD_CHUNK = 0
+  layers.KERNEL_GRAD_CHUNK = 0
 
   if args.fsdp_worker:
     rows = []

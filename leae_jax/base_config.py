@@ -66,7 +66,7 @@ def get_base_config(modality: str = "image") -> ml_collections.ConfigDict:
   c.grad_clip_norm = 0.0  # 0: no clipping (published)
 
   c.model = ml_collections.ConfigDict(dict(
-      arch="residual",  # the reference's later architecture; "first": the toy run's (models.py)
+      arch="residual",  # the reference's later architecture; "first": the toy run's (models/first.py)
       hidden=64, latent_channels=32, latent="spatial", pool="mlp", pool_channels=128,
       dtype="float32",
       init="pytorch",  # PyTorch's default initialisation (published) or "flax"
@@ -217,7 +217,7 @@ VARIANTS = {
 
 
 # Variants of the sequence configs (`configs/timeseries*.py`), on top of
-# VARIANTS: the views that only series have (`series_views`). VARIANTS'
+# VARIANTS: the views that only series have (`views.sequence`). VARIANTS'
 # `crop_resize`, `patch_mask`, `channel_mask`, `masked` and `masked_mse` name
 # the sequence views of the same names there.
 SEQUENCE_VARIANTS = {

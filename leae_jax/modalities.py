@@ -9,8 +9,8 @@ own on the kind of data:
 | | `image` | `sequence` |
 |---|---|---|
 | input `(N, *input_shape)` | `(N, s, s, C)` in [0, 1] | `(N, L, C)`, normalised per channel |
-| model | `models.Autoencoder` | `series_models.SeriesAutoencoder` |
-| views | `views` (the `image` namespace) | `series_views` (the `sequence` namespace) |
+| model | `models.Autoencoder` | `models.series.SeriesAutoencoder` |
+| views | `views` (the `image` namespace) | `views.sequence` (the `sequence` namespace) |
 | per-example metrics | MSE, PSNR, SSIM; luma and chroma PSNR, saturation (colour images); power per radial frequency band | MSE, MAE, error energy per frequency band |
 | pictures | image grid | series drawn over their reconstructions |
 
@@ -31,7 +31,7 @@ import numpy as np
 from leae_jax import metrics as metrics_lib
 from leae_jax import models
 from leae_jax import outputs
-from leae_jax import series_models
+from leae_jax.models import series as series_models
 from leae_jax import views
 
 Metrics = dict[str, jax.Array]

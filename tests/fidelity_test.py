@@ -18,6 +18,8 @@ import pytest
 
 from leae_jax import data
 from leae_jax import models
+from leae_jax.models import layers
+from leae_jax.models import resample
 from leae_jax import objectives
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
@@ -287,7 +289,7 @@ def test_code_norm_follows_pytorch_batch_norm():
   # the unbiased one (n/(n−1)), momentum 0.1; evaluation uses the running stats.
   rng = np.random.default_rng(0)
   h = rng.normal(2.0, 3.0, size=(6, 2, 2, 5)).astype(np.float32)
-  norm = models.CodeNorm()
+  norm = layers.CodeNorm()
   variables = norm.init(jax.random.key(0), jnp.asarray(h))
   out, updates = norm.apply(variables, jnp.asarray(h), train=True, mutable=["batch_stats"])
   flat = h.reshape(-1, 5).astype(np.float64)
@@ -300,7 +302,7 @@ def test_code_norm_follows_pytorch_batch_norm():
                          train=False)
   np.testing.assert_allclose(evaluated, (h - stats["mean"]) / np.sqrt(stats["var"] + 1e-5), atol=1e-5)
   # Flax's biased running variance stays available as an option.
-  biased = models.CodeNorm(running_variance="biased")
+  biased = layers.CodeNorm(running_variance="biased")
   _, upd = biased.apply(variables, jnp.asarray(h), train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)
 
@@ -354,9 +356,9 @@ def test_subpixel_taps_are_folded_in_float32_before_the_bfloat16_cast():
   kernel[:, :, 0, 0] = [[1.0, 0.00390625, 0.00390625], [0.5, 0.5, 0.5], [1.0, 0.0078125, 0.001953125]]
   x = np.zeros((1, 3, 3, 1), np.float32)
   x[0, 1, 1, 0] = 1.0
-  got = np.asarray(models.upsample_conv3x3(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel)),
+  got = np.asarray(layers.upsample_conv3x3(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel)),
                    np.float32)
-  direct = jax.lax.conv_general_dilated(models.upsample_nearest(jnp.asarray(x)), jnp.asarray(kernel),
+  direct = jax.lax.conv_general_dilated(resample.upsample_nearest(jnp.asarray(x)), jnp.asarray(kernel),
                                         (1, 1), ((1, 1), (1, 1)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         precision=jax.lax.Precision.HIGHEST)

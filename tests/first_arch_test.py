@@ -20,6 +20,8 @@ from leae_jax import checkpoints
 from leae_jax import evaluate
 from leae_jax import metrics
 from leae_jax import models
+from leae_jax.models import first
+from leae_jax.models import resample
 from leae_jax import objectives
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import views
@@ -126,7 +128,7 @@ def test_parameter_count_is_the_hand_count_of_the_pytorch_module():
   for (channels, hidden, latent, size) in [(1, 32, 16, 28), (3, 8, 8, 32), (1, 4, 4, 14)]:
     model = _first(hidden=hidden, latent_channels=latent, image_size=size, image_channels=channels)
     variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
-    grid = models.first_arch_grid(size)
+    grid = first.first_arch_grid(size)
     assert models.count_params(variables["params"]) == _torch_param_count(channels, hidden, latent, grid)
     norm = variables["params"]["encoder"]["code_norm"]
     assert norm["scale"].shape == (latent * grid * grid,)  # one per flattened code element
@@ -135,7 +137,7 @@ def test_parameter_count_is_the_hand_count_of_the_pytorch_module():
 
 def test_shapes_at_28_px_and_the_code_grid():
   # 28 → 14 (stem) → 7 → 4 (odd side padded); decoder 4 → 8 → 16 → 32, resized to 28.
-  assert [models.first_arch_grid(s) for s in (26, 28, 32, 14, 8)] == [4, 4, 4, 2, 1]
+  assert [first.first_arch_grid(s) for s in (26, 28, 32, 14, 8)] == [4, 4, 4, 2, 1]
   model = _first(hidden=32, latent_channels=16, image_size=28, image_channels=1)
   assert model.latent_shape == (4, 4, 16)
   x = jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32)
@@ -167,7 +169,7 @@ def test_shapes_at_28_px_and_the_code_grid():
 def test_down_block_skip_is_pixel_unshuffle_of_the_padded_input_then_group_means():
   # Zero convolutions: the block's output is SiLU(skip). Odd 7x7 input: padded at the bottom/right.
   x = np.random.default_rng(0).normal(size=(2, 7, 7, 6)).astype(np.float32)
-  block = models.FirstDownBlock(3)
+  block = first.FirstDownBlock(3)
   out = np.asarray(block.apply({"params": _zeros_like_params(block, x)}, x))
   padded = np.pad(_nchw(x), ((0, 0), (0, 0), (0, 1), (0, 1)))
   un = _np_pixel_unshuffle(padded)  # (2, 24, 4, 4)
@@ -178,7 +180,7 @@ def test_down_block_skip_is_pixel_unshuffle_of_the_padded_input_then_group_means
 
 def test_up_block_skip_is_pixel_shuffle_then_channels_repeated_as_a_block():
   x = np.random.default_rng(1).normal(size=(2, 3, 3, 8)).astype(np.float32)
-  block = models.FirstUpBlock(6)
+  block = first.FirstUpBlock(6)
   out = np.asarray(block.apply({"params": _zeros_like_params(block, x)}, x))
   shuffled = _np_pixel_shuffle(_nchw(x))  # (2, 2, 6, 6)
   skip = np.tile(shuffled, (1, 3, 1, 1))  # Tensor.repeat(1, 3, 1, 1): channels a, b, a, b, a, b
@@ -191,7 +193,7 @@ def test_transposed_convolution_is_pytorchs_conv_transpose2d_k4_s2_p1():
   x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)  # NHWC, non-square
   weight = rng.normal(size=(4, 6, 4, 4)).astype(np.float32)  # PyTorch (in, out, kh, kw)
   bias = rng.normal(size=(6,)).astype(np.float32)
-  layer = models._conv_transpose(6, jnp.float32, initializer="pytorch", precision="highest")
+  layer = first.conv_transpose_layer(6, jnp.float32, initializer="pytorch", precision="highest")
   kernel = weight.transpose(2, 3, 1, 0)  # flax (kh, kw, out, in), unflipped
   assert jax.eval_shape(lambda: layer.init(jax.random.key(0), x))["params"]["kernel"].shape == kernel.shape
   out = np.asarray(layer.apply({"params": {"kernel": kernel, "bias": bias}}, x))
@@ -203,7 +205,7 @@ def test_transposed_convolution_is_pytorchs_conv_transpose2d_k4_s2_p1():
 def test_transposed_convolutions_initialise_with_pytorchs_fan_in_from_their_outputs():
   # U(±1/√fan_in) kernels and biases, fan_in = out·k² for ConvTranspose2d (PyTorch's
   # weight is (in, out, k, k)): the toy's first up block (16 → 64) and its head (32 → 1).
-  layers = {cout: models._conv_transpose(cout, jnp.float32, initializer="pytorch",
+  layers = {cout: first.conv_transpose_layer(cout, jnp.float32, initializer="pytorch",
                                          precision="default") for cout in (64, 1)}
   inits = jax.jit(lambda key: {cout: layers[cout].init(jax.random.fold_in(key, cout),
                                                        jnp.zeros((1, 4, 4, cin)))["params"]
@@ -257,7 +259,7 @@ def test_code_norm_is_batch_norm_1d_over_the_channel_major_flattened_code():
 @pytest.mark.parametrize("in_size,out_size", [(32, 28), (7, 5), (5, 9), (16, 14)])
 def test_bilinear_resize_is_pytorchs_align_corners_false_without_antialias(in_size, out_size):
   x = np.random.default_rng(in_size).uniform(size=(2, in_size, in_size, 3)).astype(np.float32)
-  out = np.asarray(models.resize_bilinear(jnp.asarray(x), out_size))
+  out = np.asarray(resample.resize_bilinear(jnp.asarray(x), out_size))
   expected = _np_bilinear(_nchw(x), out_size).transpose(0, 2, 3, 1)
   np.testing.assert_allclose(out, expected, rtol=0, atol=2e-6)
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from leae_jax import models
+from leae_jax.models import layers
+from leae_jax.models import resample
 
 import helpers
 
@@ -135,17 +137,17 @@ def test_create_model_from_config():
 
 def test_space_to_depth_and_upsample_layouts():
   x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
-  s2d = models.space_to_depth(x)
+  s2d = resample.space_to_depth(x)
   chex.assert_shape(s2d, (2, 2, 2, 12))
   # Channel order (c, dy, dx): channel c*4 + dy*2 + dx holds x[2i+dy, 2j+dx, c].
   np.testing.assert_array_equal(s2d[0, 1, 0, 2 * 4 + 1 * 2 + 1], x[0, 3, 1, 2])
-  up = models.upsample_nearest(x)
+  up = resample.upsample_nearest(x)
   np.testing.assert_array_equal(up[:, ::2, ::2], x)
   np.testing.assert_array_equal(up[:, 1::2, 1::2], x)
-  np.testing.assert_allclose(models.match_channels(s2d, 6)[..., 0], s2d[..., :2].mean(-1))
-  chex.assert_shape(models.match_channels(x, 6), (2, 4, 4, 6))
+  np.testing.assert_allclose(resample.match_channels(s2d, 6)[..., 0], s2d[..., :2].mean(-1))
+  chex.assert_shape(resample.match_channels(x, 6), (2, 4, 4, 6))
   with pytest.raises(ValueError, match="one must divide the other"):
-    models.match_channels(x, 5)
+    resample.match_channels(x, 5)
 
 
 @pytest.mark.parametrize("side, cin, cout", [(4, 8, 16), (8, 16, 3), (1, 4, 4)])
@@ -157,21 +159,21 @@ def test_subpixel_upsample_conv_equals_conv_of_upsampled_input(side, cin, cout):
   kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.2, jnp.float32)
 
   def reference(x, kernel):
-    return jax.lax.conv_general_dilated(models.upsample_nearest(x), kernel, (1, 1), ((1, 1), (1, 1)),
+    return jax.lax.conv_general_dilated(resample.upsample_nearest(x), kernel, (1, 1), ((1, 1), (1, 1)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         precision=jax.lax.Precision.HIGHEST)
 
-  np.testing.assert_allclose(models.upsample_conv3x3(x, kernel), reference(x, kernel),
+  np.testing.assert_allclose(layers.upsample_conv3x3(x, kernel), reference(x, kernel),
                              rtol=1e-5, atol=1e-5)
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  got = jax.grad(loss(models.upsample_conv3x3), argnums=(0, 1))(x, kernel)
+  got = jax.grad(loss(layers.upsample_conv3x3), argnums=(0, 1))(x, kernel)
   want = jax.grad(loss(reference), argnums=(0, 1))(x, kernel)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_upsample_conv_module_keeps_the_nn_conv_parameters():
-  module = models.UpsampleConv(5, initializer="flax")
+  module = layers.UpsampleConv(5, initializer="flax")
   params = module.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))["params"]
   conv_params = nn.Conv(5, (3, 3)).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(jnp.shape, conv_params)
@@ -183,10 +185,10 @@ def test_conv_module_is_nn_conv_with_the_same_parameters_and_values():
   # Written out so that its kernel gradient can be chunked (`conv2d`); it must
   # stay nn.Conv's 2-D case: same parameter tree, initial values and outputs.
   kw = dict(strides=(2, 2), padding=((1, 1), (1, 1)),
-            kernel_init=models.initializers("pytorch", 27)[0],
-            bias_init=models.initializers("pytorch", 27)[1])
+            kernel_init=layers.initializers("pytorch", 27)[0],
+            bias_init=layers.initializers("pytorch", 27)[1])
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 3)), jnp.float32)
-  ours, theirs = models.Conv(6, (3, 3), **kw), nn.Conv(6, (3, 3), **kw)
+  ours, theirs = layers.Conv(6, (3, 3), **kw), nn.Conv(6, (3, 3), **kw)
   params = ours.init(jax.random.key(1), x)
   chex.assert_trees_all_equal(params, theirs.init(jax.random.key(1), x))
   np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-6, atol=1e-6)
@@ -200,9 +202,9 @@ def test_chunked_kernel_gradient_is_the_whole_batch_gradient(batch, side, stride
   pad = ((1, 1), (1, 1))
   out_positions = (side // stride) ** 2
   # These shapes are cut into several chunks (the point of the test).
-  assert models._kernel_grad_chunks(batch, out_positions, models.KERNEL_GRAD_CHUNK) > 1
+  assert layers.kernel_grad_chunks(batch, out_positions, layers.KERNEL_GRAD_CHUNK) > 1
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  ours = lambda x, k: models.conv2d(x, k, (stride, stride), pad)
+  ours = lambda x, k: layers.conv2d(x, k, (stride, stride), pad)
   xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), pad,
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
   got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, k)
@@ -212,12 +214,12 @@ def test_chunked_kernel_gradient_is_the_whole_batch_gradient(batch, side, stride
 
 
 def test_kernel_gradient_chunks_divide_the_rows_and_only_cpu_lowers_them():
-  assert models._kernel_grad_chunks(128, 256, 1024) == 32  # 16×16 maps: 4 images a chunk
-  assert models._kernel_grad_chunks(128, 16, 1024) == 2
-  assert models._kernel_grad_chunks(12, 256, 1024) == 3  # a divisor of the rows
-  assert models._kernel_grad_chunks(128, 256, 0) == 1
-  assert models._kernel_grad_chunks(128, 64 * 64, 1024) == models.MAX_KERNEL_GRAD_CHUNKS
-  grad = jax.jit(jax.grad(lambda x, k: jnp.sum(models.conv2d(x, k, (1, 1), ((1, 1), (1, 1)))),
+  assert layers.kernel_grad_chunks(128, 256, 1024) == 32  # 16×16 maps: 4 images a chunk
+  assert layers.kernel_grad_chunks(128, 16, 1024) == 2
+  assert layers.kernel_grad_chunks(12, 256, 1024) == 3  # a divisor of the rows
+  assert layers.kernel_grad_chunks(128, 256, 0) == 1
+  assert layers.kernel_grad_chunks(128, 64 * 64, 1024) == layers.MAX_KERNEL_GRAD_CHUNKS
+  grad = jax.jit(jax.grad(lambda x, k: jnp.sum(layers.conv2d(x, k, (1, 1), ((1, 1), (1, 1)))),
                           argnums=1))
   args = (jax.ShapeDtypeStruct((16, 16, 16, 4), jnp.float32),
           jax.ShapeDtypeStruct((3, 3, 4, 4), jnp.float32))

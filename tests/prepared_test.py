@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from leae_jax import data
-from leae_jax import models
 from leae_jax import train
+from leae_jax.models import layers
 from leae_jax.data import prepared
 
 import helpers
@@ -55,7 +55,7 @@ def test_uint8_batches_scale_on_device_to_the_same_floats(fmnist):
   assert len(got) == len(want) == 4
   for g, w in zip(got, want):
     assert g["image"].dtype == np.uint8
-    np.testing.assert_array_equal(np.asarray(models.unit_range(g["image"])), w["image"])
+    np.testing.assert_array_equal(np.asarray(layers.unit_range(g["image"])), w["image"])
     np.testing.assert_array_equal(g["label"], w["label"])
   # Evaluation reads float batches from the prepared copy too.
   want = list(data.create_eval_loader("fashion_mnist", "test", batch_size=8, **options))

@@ -15,8 +15,7 @@ from leae_jax import metrics
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
-from leae_jax import series_models
-from leae_jax import series_views
+from leae_jax.models import series as series_models
 from leae_jax import sigreg as sigreg_lib
 from leae_jax import train
 from leae_jax import views

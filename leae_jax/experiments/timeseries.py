@@ -12,7 +12,7 @@ Two stages, each a list of (dataset, variant, seed) runs:
    0, 1, 2, on the synthetic series and on UEA BasicMotions
    (`configs/timeseries_basic_motions.py`).
 
-Storage (as `ladder.py`):
+Storage (as the ladder's, `ladder/running.py`):
 * `<workdir_root>/<dataset>/<variant>/seed<s>/`: the run's workdir with its
   checkpoints (outside the repository by default); an interrupted run resumes.
 * `<out>/runs/<dataset>/<variant>/seed<s>.json`: its evaluation (small;
@@ -37,8 +37,7 @@ from absl import flags
 import numpy as np
 
 from leae_jax import cli
-from leae_jax.experiments.ladder import VERDICT_RULE, verdict
-from leae_jax.experiments.ladder import _mean_std as mean_std  # pylint: disable=protected-access
+from leae_jax.experiments.ladder.stats import VERDICT_RULE, mean_std, verdict
 
 BANDS = 4  # metrics.SPECTRAL_BANDS
 BAND_LABELS = ("≤ 1/8", "1/8–1/4", "1/4–1/2", "1/2–1")  # of Nyquist

@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leae_jax import views
+from leae_jax.views import base
 
 Shape = tuple[int, ...]
 MODALITY = "sequence"
-register = lambda name: views.register(name, modality=MODALITY)  # noqa: E731
+register = lambda name: base.register(name, modality=MODALITY)  # noqa: E731
 
 
 def _check_series(name: str, shape: Shape) -> None:
@@ -71,7 +71,7 @@ def _masked(keep: jax.Array, series: jax.Array) -> jax.Array:
 
 
 @register("crop_resize")
-def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> views.View:
+def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> base.View:
   """A random window of `max(1, floor(r·L))` steps, resampled back to `L` steps.
 
   `r` is fixed or drawn uniformly per series from `(low, high)`; the window's
@@ -97,11 +97,11 @@ def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> views.Vie
 
   def transform(params: dict[str, jax.Array], series: jax.Array) -> jax.Array:
     length = series.shape[1]
-    rows = views.interpolation_matrix(params["start"], params["side"], length, length)
+    rows = base.interpolation_matrix(params["start"], params["side"], length, length)
     return jnp.einsum("nil,nlc->nic", rows.astype(series.dtype), series,
                       precision=jax.lax.Precision.HIGHEST)
 
-  return views.View("crop_resize", sample, transform)
+  return base.View("crop_resize", sample, transform)
 
 
 # ---------------------------------------------------------------------------
@@ -109,22 +109,22 @@ def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> views.Vie
 
 
 @register("time_mask")
-def time_mask(ratio: float = 0.5) -> views.View:
+def time_mask(ratio: float = 0.5) -> base.View:
   """Zeroes exactly `floor(ratio·L)` random time steps of each series, every channel."""
-  views._check_ratio("time_mask ratio", ratio)  # pylint: disable=protected-access
+  base.check_ratio("time_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     _check_series("time_mask", shape)
     n, length = shape[:2]
-    return _keep(views._exact_count_mask(key, (n, length, 1), int(ratio * length)))  # pylint: disable=protected-access
+    return _keep(base.exact_count_mask(key, (n, length, 1), int(ratio * length)))
 
-  return views.View("time_mask", sample, _masked)
+  return base.View("time_mask", sample, _masked)
 
 
 @register("patch_mask")
-def patch_mask(ratio: float = 0.5, patch_size: int = 8) -> views.View:
+def patch_mask(ratio: float = 0.5, patch_size: int = 8) -> base.View:
   """Zeroes exactly `floor(ratio·L/patch_size)` random runs of `patch_size` steps per series."""
-  views._check_ratio("patch_mask ratio", ratio)  # pylint: disable=protected-access
+  base.check_ratio("patch_mask ratio", ratio)
   if not isinstance(patch_size, int) or patch_size < 1:
     raise ValueError(f"patch_mask patch_size must be a positive integer, got {patch_size}.")
 
@@ -135,14 +135,14 @@ def patch_mask(ratio: float = 0.5, patch_size: int = 8) -> views.View:
       raise ValueError(f"patch_mask: a series of {length} steps is not divisible into patches of "
                        f"{patch_size} steps.")
     g = length // patch_size
-    drop = views._exact_count_mask(key, (n, g, 1, 1), int(ratio * g))  # pylint: disable=protected-access
+    drop = base.exact_count_mask(key, (n, g, 1, 1), int(ratio * g))
     return _keep(jnp.broadcast_to(drop, (n, g, patch_size, 1)).reshape(n, length, 1))
 
-  return views.View("patch_mask", sample, _masked)
+  return base.View("patch_mask", sample, _masked)
 
 
 @register("channel_mask")
-def channel_mask(ratio: float = 0.5, at_least_one: bool = True) -> views.View:
+def channel_mask(ratio: float = 0.5, at_least_one: bool = True) -> base.View:
   """Zeroes channels of each series.
 
   `at_least_one=True` (the default for series) drops exactly
@@ -150,28 +150,28 @@ def channel_mask(ratio: float = 0.5, at_least_one: bool = True) -> views.View:
   one-channel series is left as it is); `False` drops each channel
   independently with probability `ratio`, as the image view does.
   """
-  views._check_ratio("channel_mask ratio", ratio)  # pylint: disable=protected-access
+  base.check_ratio("channel_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     _check_series("channel_mask", shape)
     n, c = shape[0], shape[-1]
     if at_least_one:
-      drop = views._exact_count_mask(key, (n, 1, c), min(round(ratio * c), c - 1))  # pylint: disable=protected-access
+      drop = base.exact_count_mask(key, (n, 1, c), min(round(ratio * c), c - 1))
     else:
       drop = jax.random.uniform(key, (n, 1, c)) <= ratio
     return _keep(drop)
 
-  return views.View("channel_mask", sample, _masked)
+  return base.View("channel_mask", sample, _masked)
 
 
 @register("inpaint")
-def inpaint(mask_ratio: float = 0.35) -> views.View:
+def inpaint(mask_ratio: float = 0.35) -> base.View:
   """One contiguous hole of `round(mask_ratio·L)` steps, filled with each channel's mean.
 
   The input corruption of the masked objectives, as the image `inpaint`;
   `sample` returns `{'hole': (N, L, 1)}` with 1 inside the hole.
   """
-  views._check_ratio("inpaint mask_ratio", mask_ratio)  # pylint: disable=protected-access
+  base.check_ratio("inpaint mask_ratio", mask_ratio)
 
   def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
     _check_series("inpaint", shape)
@@ -185,7 +185,7 @@ def inpaint(mask_ratio: float = 0.35) -> views.View:
     hole = params["hole"].astype(series.dtype)
     return series * (1 - hole) + jnp.mean(series, axis=1, keepdims=True) * hole
 
-  return views.View("inpaint", sample, transform)
+  return base.View("inpaint", sample, transform)
 
 
 # ---------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def _band_filter(series: jax.Array, keep: jax.Array) -> jax.Array:
   return out.astype(series.dtype)
 
 
-def _fixed_band(name: str, low: float, high: float) -> views.View:
+def _fixed_band(name: str, low: float, high: float) -> base.View:
   """The ideal filter keeping the bins with `low < f <= high` (the mean too when `low < 0`)."""
 
   def fn(series: jax.Array) -> jax.Array:
@@ -212,7 +212,7 @@ def _fixed_band(name: str, low: float, high: float) -> views.View:
     f = frequencies(series.shape[1])
     return _band_filter(series, jnp.asarray((f > low) & (f <= high), jnp.float32))
 
-  return views.deterministic(name, fn)
+  return base.deterministic(name, fn)
 
 
 # The three bands tile the spectrum: low_pass(a) + band_pass((a, b)) +
@@ -220,28 +220,28 @@ def _fixed_band(name: str, low: float, high: float) -> views.View:
 
 
 @register("low_pass")
-def low_pass(cutoff: float = 0.125) -> views.View:
+def low_pass(cutoff: float = 0.125) -> base.View:
   """Keeps the frequencies up to `cutoff` (a fraction of Nyquist), the mean included."""
   _, hi = _pair("low_pass cutoff", cutoff)
   return _fixed_band("low_pass", -1.0, hi)
 
 
 @register("band_pass")
-def band_pass(band: tuple[float, float] = (0.125, 0.5)) -> views.View:
+def band_pass(band: tuple[float, float] = (0.125, 0.5)) -> base.View:
   """Keeps the frequencies `f` with `low < f <= high` (fractions of Nyquist)."""
   lo, hi = _pair("band_pass band", band)
   return _fixed_band("band_pass", lo, hi)
 
 
 @register("high_pass")
-def high_pass(cutoff: float = 0.5) -> views.View:
+def high_pass(cutoff: float = 0.5) -> base.View:
   """Keeps the frequencies above `cutoff` (a fraction of Nyquist), up to Nyquist."""
   lo, _ = _pair("high_pass cutoff", cutoff)
   return _fixed_band("high_pass", lo, 1.0)
 
 
 @register("random_band")
-def random_band(width: float | tuple[float, ...] = (0.125, 0.5)) -> views.View:
+def random_band(width: float | tuple[float, ...] = (0.125, 0.5)) -> base.View:
   """A band-pass with a band drawn per series: width `w` uniform in `width`, start uniform in `[0, 1 − w]`."""
   lo, hi = _pair("random_band width", width)
   if lo <= 0:
@@ -256,7 +256,7 @@ def random_band(width: float | tuple[float, ...] = (0.125, 0.5)) -> views.View:
     f = jnp.asarray(frequencies(length), jnp.float32)[None]
     return ((f >= start) & (f <= start + w)).astype(jnp.float32)
 
-  return views.View("random_band", sample, lambda keep, series: _band_filter(series, keep))
+  return base.View("random_band", sample, lambda keep, series: _band_filter(series, keep))
 
 
 # ---------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def random_band(width: float | tuple[float, ...] = (0.125, 0.5)) -> views.View:
 
 @register("amplitude_offset")
 def amplitude_offset(scale: tuple[float, float] = (0.5, 2.0),
-                     offset: tuple[float, float] = (-1.0, 1.0)) -> views.View:
+                     offset: tuple[float, float] = (-1.0, 1.0)) -> base.View:
   """`a·x + b` with a gain `a` log-uniform in `scale` and an offset `b` uniform in `offset`,
   drawn per series and channel."""
   s_lo, s_hi = _pair("amplitude_offset scale", scale, low=1e-6, high=math.inf)
@@ -282,13 +282,13 @@ def amplitude_offset(scale: tuple[float, float] = (0.5, 2.0),
   def transform(params: dict[str, jax.Array], series: jax.Array) -> jax.Array:
     return (params["gain"] * series + params["offset"]).astype(series.dtype)
 
-  return views.View("amplitude_offset", sample, transform)
+  return base.View("amplitude_offset", sample, transform)
 
 
 @register("identity")
-def identity() -> views.View:
+def identity() -> base.View:
   """The unchanged series (the 'plain' view)."""
-  return views.deterministic("identity", lambda series: series)
+  return base.deterministic("identity", lambda series: series)
 
 
 #: The filters judged together by the sequence configs' `filter_stack` variant

@@ -1,150 +1,24 @@
-"""Transformations ("views") under which the judge compares image and reconstruction.
+"""Image views: crop-resize, pixel / patch / channel masks, inpainting and the detail stack.
 
-A `View` is a pair of pure functions:
-
-* `sample(key, shape) -> params`: draws the per-sample randomness for a batch
-  of images of `shape = (N, H, W, C)` (crop boxes, masks...), once per step;
-* `transform(params, images) -> images`: applies it, batched, jit-able.
-
-Because the randomness is sampled separately, the *same* crop box or mask is
-applied to the real image and to its reconstruction (`View.pair`). Views are
-built by name from a registry (`get_view('crop_resize', crop_ratio=0.15)`), and
-a notebook can add its own with `@register('name')`.
-
-All image views keep the image shape and map [0, 1] images to [0, 1] images.
-The views of sequences `(N, L, C)` live in `series_views`, in the registry's
-`sequence` namespace (`get_view(name, modality='sequence')`).
+Every view here is registered in the `image` namespace of `views.base` and maps
+`(N, H, W, C)` images in [0, 1] to images of the same shape in [0, 1].
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-Params = Any
+from leae_jax.views.base import View
+from leae_jax.views.base import check_ratio
+from leae_jax.views.base import exact_count_mask
+from leae_jax.views.base import deterministic
+from leae_jax.views.base import interpolation_matrix
+from leae_jax.views.base import register
+
 Shape = tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class View:
-  """A named transformation with its randomness split from its application."""
-
-  name: str
-  sample: Callable[[jax.Array, Shape], Params]
-  transform: Callable[[Params, jax.Array], jax.Array]
-
-  def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
-    """Samples fresh randomness from `key` and transforms `images`."""
-    return self.transform(self.sample(key, images.shape), images)
-
-  def pair(self, key: jax.Array, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Applies one draw of the randomness identically to `a` and `b`."""
-    if a.shape != b.shape:
-      raise ValueError(f"View {self.name!r}: paired batches differ in shape, {a.shape} vs {b.shape}.")
-    params = self.sample(key, a.shape)
-    return self.transform(params, a), self.transform(params, b)
-
-
-def _no_randomness(key: jax.Array, shape: Shape) -> None:
-  del key, shape
-  return None
-
-
-def deterministic(name: str, fn: Callable[[jax.Array], jax.Array]) -> View:
-  """Wraps a key-free image function as a `View`."""
-  return View(name, _no_randomness, lambda params, images: fn(images))
-
-
-# ---------------------------------------------------------------------------
-# Registry.
-
-#: The kinds of data views apply to. Each has its own namespace of view names
-#: (`register(..., modality=...)`): `image` views take `(N, H, W, C)` batches in
-#: [0, 1]; `sequence` views (`series_views`) take `(N, L, C)` batches of
-#: normalised series. One name may mean the analogous view in each namespace
-#: (`crop_resize`, `patch_mask`, ...), so the config variants apply to both.
-MODALITIES = ("image", "sequence")
-
-_REGISTRY: dict[str, dict[str, Callable[..., View]]] = {m: {} for m in MODALITIES}
-
-
-def _namespace(modality: str) -> dict[str, Callable[..., View]]:
-  if modality not in _REGISTRY:
-    raise ValueError(f"Unknown modality {modality!r}; valid: {', '.join(MODALITIES)}.")
-  return _REGISTRY[modality]
-
-
-def register(name: str, *, modality: str = "image") -> Callable[[Callable[..., View]], Callable[..., View]]:
-  """Decorator registering a view factory `(**kwargs) -> View` under `name` for `modality`."""
-  namespace = _namespace(modality)
-
-  def wrap(factory: Callable[..., View]) -> Callable[..., View]:
-    namespace[name] = factory
-    return factory
-
-  return wrap
-
-
-def names(modality: str = "image") -> list[str]:
-  """Registered view names of `modality`."""
-  return sorted(_namespace(modality))
-
-
-def default_args(modality: str = "image") -> dict[str, dict[str, Any]]:
-  """Every registered view's keyword arguments and their defaults, by view name.
-
-  The base config's `objective.view_args` starts from this (for the config's
-  modality), so each view's arguments can be overridden from the command line
-  in every config.
-  """
-  return {name: {k: p.default for k, p in inspect.signature(factory).parameters.items()
-                 if p.default is not inspect.Parameter.empty}
-          for name, factory in sorted(_namespace(modality).items())}
-
-
-def get_view(name: str, *, modality: str = "image", **kwargs: Any) -> View:
-  """Builds the registered view `name` of `modality` with keyword arguments `kwargs`."""
-  namespace = _namespace(modality)
-  if name not in namespace:
-    kind = "" if modality == "image" else f" {modality}"  # image messages as they always were
-    raise ValueError(f"Unknown{kind} view {name!r}; valid{kind} views: {', '.join(names(modality))}.")
-  factory = namespace[name]
-  accepted = inspect.signature(factory).parameters
-  unknown = sorted(set(kwargs) - set(accepted))
-  if unknown:
-    raise ValueError(
-        f"View {name!r} got unknown argument(s) {', '.join(unknown)}; "
-        f"it accepts: {', '.join(accepted) or 'none'}."
-    )
-  return factory(**kwargs)
-
-
-# ---------------------------------------------------------------------------
-# Shared helpers.
-
-
-def _exact_count_mask(key: jax.Array, shape: Shape, count: int) -> jax.Array:
-  """Boolean mask of `shape = (N, ...)` with exactly `count` True per sample."""
-  n = shape[0]
-  size = math.prod(shape[1:])
-  if count <= 0:
-    return jnp.zeros(shape, bool)
-  if count >= size:
-    return jnp.ones(shape, bool)
-  noise = jax.random.uniform(key, (n, size))
-  # The count-th smallest noise value is the threshold (ties have probability 0).
-  threshold = jnp.sort(noise, axis=-1)[:, count - 1 : count]
-  return (noise <= threshold).reshape(shape)
-
-
-def _check_ratio(name: str, ratio: float) -> None:
-  if not 0.0 <= ratio <= 1.0:
-    raise ValueError(f"{name} must lie in [0, 1], got {ratio}.")
 
 
 def box_filter(images: jax.Array, kernel_size: int) -> jax.Array:
@@ -170,26 +44,6 @@ def grey_level(images: jax.Array) -> jax.Array:
 
 # ---------------------------------------------------------------------------
 # Crop-resize.
-
-
-def interpolation_matrix(start: jax.Array, side: jax.Array, size: int, in_size: int) -> jax.Array:
-  """`(N, size, in_size)` bilinear resampling matrices for 1-D windows.
-
-  Output index i samples input coordinate `start + i·(side−1)/(size−1)` (the
-  grid `linspace(0, side−1, size)` inside the window), with the neighbour
-  clamped at the edge. Applying one matrix per axis resizes a crop with two
-  small matmuls instead of a gather.
-  """
-  # Split i·(side−1)/(size−1) into integer and fractional parts with integer
-  # arithmetic: float division (which XLA turns into a reciprocal multiply) can
-  # land a hair below an integer and pick the wrong neighbour.
-  denom = max(size - 1, 1)
-  numer = jnp.arange(size, dtype=jnp.int32)[None, :] * (side[:, None].astype(jnp.int32) - 1)
-  frac = (numer % denom).astype(jnp.float32) / denom
-  lo = jnp.clip(start[:, None].astype(jnp.int32) + numer // denom, 0, in_size - 1)
-  hi = jnp.clip(lo + 1, 0, in_size - 1)
-  return ((1.0 - frac)[..., None] * jax.nn.one_hot(lo, in_size)
-          + frac[..., None] * jax.nn.one_hot(hi, in_size))
 
 
 def resample(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
@@ -242,11 +96,11 @@ def crop_resize(crop_ratio: float | tuple[float, ...] = (0.1, 0.5)) -> View:
 @register("pixel_mask")
 def pixel_mask(ratio: float = 0.7) -> View:
   """Zeroes exactly `floor(ratio · H · W)` random pixels (all channels) per image."""
-  _check_ratio("pixel_mask ratio", ratio)
+  check_ratio("pixel_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     n, h, w = shape[:3]
-    drop = _exact_count_mask(key, (n, h, w, 1), int(ratio * h * w))
+    drop = exact_count_mask(key, (n, h, w, 1), int(ratio * h * w))
     return (~drop).astype(jnp.float32)
 
   return View("pixel_mask", sample, lambda keep, images: images * keep.astype(images.dtype))
@@ -255,14 +109,14 @@ def pixel_mask(ratio: float = 0.7) -> View:
 @register("patch_mask")
 def patch_mask(ratio: float = 0.7, patch_size: int = 4) -> View:
   """Zeroes exactly `floor(ratio · #patches)` random `patch_size²` patches per image."""
-  _check_ratio("patch_mask ratio", ratio)
+  check_ratio("patch_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     n, h, w = shape[:3]
     if h % patch_size or w % patch_size:
       raise ValueError(f"patch_mask: image {h}x{w} is not divisible into {patch_size}x{patch_size} patches.")
     gh, gw = h // patch_size, w // patch_size
-    drop = _exact_count_mask(key, (n, gh, 1, gw, 1, 1), int(ratio * gh * gw))
+    drop = exact_count_mask(key, (n, gh, 1, gw, 1, 1), int(ratio * gh * gw))
     drop = jnp.broadcast_to(drop, (n, gh, patch_size, gw, patch_size, 1)).reshape(n, h, w, 1)
     return (~drop).astype(jnp.float32)
 
@@ -279,12 +133,12 @@ def channel_mask(ratio: float = 0.7, at_least_one: bool = False) -> View:
   `at_least_one=True` (an option, not the reference) instead drops exactly
   `min(round(ratio · C), C − 1)` channels, so every image keeps one.
   """
-  _check_ratio("channel_mask ratio", ratio)
+  check_ratio("channel_mask ratio", ratio)
 
   def sample(key: jax.Array, shape: Shape) -> jax.Array:
     n, c = shape[0], shape[-1]
     if at_least_one:
-      drop = _exact_count_mask(key, (n, 1, 1, c), min(round(ratio * c), c - 1))
+      drop = exact_count_mask(key, (n, 1, 1, c), min(round(ratio * c), c - 1))
     else:
       drop = jax.random.uniform(key, (n, 1, 1, c)) <= ratio
     return (~drop).astype(jnp.float32)
@@ -299,7 +153,7 @@ def inpaint(mask_ratio: float = 0.35) -> View:
   `sample` returns `{'hole': (N, H, W, 1)}` with 1 inside the hole, which
   evaluation reuses to measure PSNR inside the hole.
   """
-  _check_ratio("inpaint mask_ratio", mask_ratio)
+  check_ratio("inpaint mask_ratio", mask_ratio)
 
   def sample(key: jax.Array, shape: Shape) -> dict[str, jax.Array]:
     n, h, w = shape[:3]
@@ -433,8 +287,3 @@ def local_contrast(kernel_size: int = 5, epsilon: float = 1e-4) -> View:
 
 
 DETAIL_STACK = ("blur", "saturation_contrast", "sobel", "high_pass", "local_contrast")
-
-
-# The sequence views register themselves in the `sequence` namespace; imported
-# here so that every user of the registry sees them.
-from leae_jax import series_views  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,15 +1,15 @@
 """The 1-D residual convolutional autoencoder for multichannel sequences `(N, L, C)`.
 
-The image model's later architecture (`models.Encoder` / `models.Decoder`)
+The image model's later architecture (`residual.Encoder` / `residual.Decoder`)
 with one spatial axis instead of two, built from the same `config.model`
 fields (`hidden`, `latent_channels`, `dtype`, `init`, `conv_precision`,
-`norm_running_variance`) and the same parts (`models.initializers`,
-`models.DownBlock`, `models.UpBlock`, `models.CodeNorm`):
+`norm_running_variance`) and the same parts (`layers.initializers`,
+`residual.DownBlock`, `residual.UpBlock`, `layers.CodeNorm`):
 
 * Encoder: conv k4/s2/p1 to `h` channels + SiLU; `DownBlock(2h)`;
   `DownBlock(c)`; the code norm (batch norm per code channel, PyTorch
-  semantics). The blocks are the image model's `models.DownBlock` /
-  `models.UpBlock` with `time_only=True`: `DownBlock(f)` =
+  semantics). The blocks are the image model's `residual.DownBlock` /
+  `residual.UpBlock` with `time_only=True`: `DownBlock(f)` =
   `SiLU(conv3(SiLU(conv3/s2(x))) + skip)`, the skip parameter-free: a 2-step
   space-to-depth (`2C` channels) and `match_channels` to `f`.
 * Code: `(L/8, c)`, normalised.
@@ -23,9 +23,9 @@ Params are `{'encoder', 'decoder'}` and the batch-norm statistics live under
 the objectives, the judges and the train state work unchanged.
 
 Inside, a series runs as an `(N, L, 1, C)` map and every convolution is the
-image model's 2-D `models.Conv` with a `(k, 1)` kernel: the same function and
+image model's 2-D `layers.Conv` with a `(k, 1)` kernel: the same function and
 parameter count as a 1-D convolution, and the same fast CPU kernel gradient
-(`models.conv2d`). Codes and outputs are `(N, L/8, c)` and `(N, L, C)`.
+(`layers.conv2d`). Codes and outputs are `(N, L/8, c)` and `(N, L, C)`.
 """
 
 from __future__ import annotations
@@ -37,16 +37,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from leae_jax import models
+from leae_jax.models import layers
+from leae_jax.models import resample
+from leae_jax.models import residual
 
 Dtype = Any
-DOWNSAMPLE = models.DOWNSAMPLE
+DOWNSAMPLE = residual.DOWNSAMPLE
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, *, in_features: int,
-          initializer: str, precision: str, name: str | None = None) -> models.Conv:
+          initializer: str, precision: str, name: str | None = None) -> layers.Conv:
   # The image model's convolution with a (k, 1) kernel on the (N, L, 1, C) map.
-  return models._conv(features, kernel, stride, dtype, in_features=in_features,  # pylint: disable=protected-access
+  return layers.conv_layer(features, kernel, stride, dtype, in_features=in_features,
                       initializer=initializer, precision=precision, name=name, time_only=True)
 
 
@@ -65,9 +67,9 @@ class SeriesEncoder(nn.Module):
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
     x = x.astype(self.dtype)[:, :, None, :]  # (N, L, 1, C)
     h = nn.silu(_conv(self.hidden, 4, 2, self.dtype, in_features=x.shape[-1], **kw)(x))
-    h = models.DownBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
-    h = models.DownBlock(self.latent_channels, self.dtype, **kw, time_only=True)(h)
-    return models.CodeNorm(running_variance=self.norm_running_variance,
+    h = residual.DownBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
+    h = residual.DownBlock(self.latent_channels, self.dtype, **kw, time_only=True)(h)
+    return layers.CodeNorm(running_variance=self.norm_running_variance,
                            name="code_norm")(h[:, :, 0, :], train=train)
 
 
@@ -84,10 +86,10 @@ class SeriesDecoder(nn.Module):
   def __call__(self, z: jax.Array) -> jax.Array:
     kw = dict(initializer=self.initializer, precision=self.conv_precision)
     h = z.astype(self.dtype)[:, :, None, :]  # (N, L/8, 1, c)
-    h = models.UpBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
-    h = models.UpBlock(self.hidden, self.dtype, **kw, time_only=True)(h)
+    h = residual.UpBlock(2 * self.hidden, self.dtype, **kw, time_only=True)(h)
+    h = residual.UpBlock(self.hidden, self.dtype, **kw, time_only=True)(h)
     h = _conv(self.channels, 3, 1, self.dtype, in_features=self.hidden, name="to_series",
-              **kw)(models.upsample_nearest(h, time_only=True))
+              **kw)(resample.upsample_nearest(h, time_only=True))
     return h[:, :, 0, :].astype(jnp.float32)
 
 
@@ -159,15 +161,15 @@ def create_model(config: ml_collections.ConfigDict, *, length: int,
   if config.latent != "spatial":
     raise ValueError(f"model.latent={config.latent!r} is not valid for series: their code is "
                      "(length/8, latent_channels), model.latent='spatial'.")
-  if config.dtype not in models.DTYPES:
-    raise ValueError(f"Unknown model.dtype {config.dtype!r}; valid: {', '.join(models.DTYPES)}.")
+  if config.dtype not in layers.DTYPES:
+    raise ValueError(f"Unknown model.dtype {config.dtype!r}; valid: {', '.join(layers.DTYPES)}.")
   if config.hidden <= 0 or config.latent_channels <= 0:
     raise ValueError(f"model.hidden and model.latent_channels must be positive, got "
                      f"{config.hidden} and {config.latent_channels}.")
-  models._validate_options(config.init, config.conv_precision, config.dense_precision,  # pylint: disable=protected-access
+  layers.validate_options(config.init, config.conv_precision, config.dense_precision,
                            config.norm_running_variance)
   _validate(length, channels)
   return SeriesAutoencoder(hidden=config.hidden, latent_channels=config.latent_channels,
-                           length=length, channels=channels, dtype=models.DTYPES[config.dtype],
+                           length=length, channels=channels, dtype=layers.DTYPES[config.dtype],
                            initializer=config.init, conv_precision=config.conv_precision,
                            norm_running_variance=config.norm_running_variance)
