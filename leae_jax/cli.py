@@ -6,11 +6,22 @@
   does not load, an unknown variant, an override of a field that does not
   exist (with the nearest field names), a value of the wrong type, an unknown
   flag or a missing required one all end in one line on stderr, `error: ...`,
-  and exit status 2, never a traceback;
-* turns the errors a user can fix (`USER_ERRORS`, raised before any
-  compilation by validation, or by a missing dataset, a non-finite loss, an
-  incompatible checkpoint, a failed write) into one `error:` line and exit
-  status 1. Anything else is a bug in this code and keeps its traceback.
+  never a traceback;
+* turns the errors a user can fix (`UserError` and the program's
+  `user_errors`: validation before any compilation, a missing dataset, an
+  incompatible checkpoint, a non-finite loss, a failed write) into one
+  `error:` line. Anything else is a bug in this code and keeps its traceback.
+
+Exit status (`exit_status`), one rule for every program:
+
+* 2 (`EXIT_USAGE`): bad input, found before any step runs: the flags, the
+  config, a value, the data, the workdir, a checkpoint that does not fit the
+  config. Fix the command line.
+* 1 (`EXIT_FAILURE`): the input was good but the run failed: a non-finite
+  loss (`train.NonFiniteLossError`, or a `FloatingPointError`), a write that
+  failed (`outputs.WriteError`, or a full disk, quota or file-size limit),
+  or a bug (a traceback, Python's own status 1).
+* 0: finished, or stopped by SIGTERM after saving a checkpoint.
 
 `log_to_workdir` sends the libraries' logs (absl, orbax, JAX, grain) to
 `<workdir>/logs/` and lets only warnings and errors through to the console;
@@ -20,6 +31,7 @@ absl's flags bring them back (`--alsologtostderr`, `--stderrthreshold=info`).
 from __future__ import annotations
 
 import difflib
+import errno
 import io
 import logging as std_logging
 import os
@@ -33,8 +45,19 @@ from absl import flags
 from absl import logging
 import ml_collections
 
-EXIT_USAGE = 2  # bad flags or config (as argparse)
-EXIT_FAILURE = 1  # a run that could not start or go on
+EXIT_USAGE = 2  # bad input: flags, config, values, data, workdir (as argparse's usage errors)
+EXIT_FAILURE = 1  # good input, failed run: a non-finite loss, a failed write, a bug
+
+#: Errors of a run whose input was good (exit status 1), by module and name: a
+#: program that never imported the module cannot have raised them, and this
+#: module stays free of JAX.
+RUN_FAILURES = (("leae_jax.train", "NonFiniteLossError"), ("leae_jax.outputs", "WriteError"))
+#: OS errors of a write that failed for the machine's sake (no room, quota, file-size
+#: limit, an I/O error), not because of the input.
+FAILED_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+#: The checkout that holds this package (and, beside it, `configs/`).
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class UserError(Exception):
@@ -60,6 +83,36 @@ def fail(message: Any, code: int = EXIT_FAILURE, *, exit_now: bool = False) -> N
   if exit_now:
     os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)
+
+
+def _is_run_failure(err: BaseException) -> bool:
+  """Whether `err` itself (not its cause) says a run with good input failed."""
+  if isinstance(err, FloatingPointError):
+    return True
+  if isinstance(err, OSError) and err.errno in FAILED_WRITE_ERRNOS:
+    return True
+  for module, name in RUN_FAILURES:
+    kind = getattr(sys.modules.get(module), name, None)
+    if isinstance(kind, type) and isinstance(err, kind):
+      return True
+  return False
+
+
+def exit_status(err: BaseException) -> int:
+  """`EXIT_FAILURE` when `err`, or an error that caused it, is a failed run; else `EXIT_USAGE`.
+
+  A `UserError` raised `from` a non-finite loss or a full disk is a failed
+  run; one raised from a missing file, a bad value or an unwritable folder
+  is bad input.
+  """
+  seen = set()
+  cause: BaseException | None = err
+  while cause is not None and id(cause) not in seen:
+    if _is_run_failure(cause):
+      return EXIT_FAILURE
+    seen.add(id(cause))
+    cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+  return EXIT_USAGE
 
 
 def first_line(err: BaseException) -> str:
@@ -131,14 +184,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-      folder = "configs"
-    available = (sorted(f for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py")
-                 if os.path.isdir(folder) else [])
-    valid = (f"; the configs in {folder}/ are {', '.join(available)}" if available
-             else " (give the path of a config file, e.g. configs/shapes.py)")
-    raise UserError(f"--config={spec}: no such file {path!r}{valid}.")
+    raise UserError(_missing_config(spec, path, arg))
   from leae_jax import base_config  # pylint: disable=g-import-not-at-top  (JAX: only when needed)
 
   try:
@@ -146,6 +192,47 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   except Exception as err:  # pylint: disable=broad-except  (a user's file: report, don't crash)
     raise UserError(f"--config={spec}: {type(err).__name__ + ': ' if not isinstance(err, ValueError) else ''}"
                     f"{first_line(err)}") from err
+
+
+def _config_files(folder: str) -> list[str]:
+  """The config files in `folder`: Python files that define `get_config`."""
+  def is_config(name: str) -> bool:
+    try:
+      with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+        return "def get_config" in f.read()
+    except OSError:
+      return False
+  return (sorted(f for f in os.listdir(folder) if f.endswith(".py") and is_config(f))
+          if os.path.isdir(folder) else [])
+
+
+def _missing_config(spec: str, path: str, arg: str) -> str:
+  """What to say when `--config=spec` names no file, on one line.
+
+  Where a relative path was looked for (the current directory), and then the
+  config probably meant (the same path in the checkout, when run from
+  elsewhere) or the configs there are.
+  """
+  here = os.getcwd()
+  where = ""
+  if not os.path.isabs(path):
+    elsewhere = os.path.realpath(here) != os.path.realpath(CHECKOUT)
+    where = (f" (a relative path is read from the current directory, {here}"
+             f"{', not from the checkout' if elsewhere else ''})")
+    in_checkout = os.path.join(CHECKOUT, path)
+    if elsewhere and os.path.isfile(in_checkout):
+      return (f"--config={spec}: no such file{where}; did you mean "
+              f"--config={in_checkout}{':' if arg else ''}{arg}?")
+  folder = os.path.abspath(os.path.dirname(path) or ".")
+  available = _config_files(folder)
+  if not available:
+    folder = os.path.join(CHECKOUT, "configs")
+    available = _config_files(folder)
+  if not available:
+    return (f"--config={spec}: no such file{where}; give the path of a config file, "
+            "e.g. configs/shapes.py.")
+  return (f"--config={spec}: no such file{where}; the configs in {folder}/ are "
+          f"{', '.join(available)}.")
 
 
 def field_names(config: Any, prefix: str = "") -> list[str]:
@@ -253,7 +340,7 @@ def run(main: Callable[[list[str]], Any], *, config_flags: Sequence[str] = ("con
       # Straight out: background threads of libraries that hit the same error
       # (a full disk) would print tracebacks while the interpreter shuts down.
       # Every checkpoint that finished is on disk; nothing else is pending.
-      fail(err, exit_now=True)
+      fail(err, exit_status(err), exit_now=True)
 
   app.run(guarded, flags_parser=flags_parser(config_flags))
 

@@ -5,7 +5,7 @@ Any config field can be overridden, e.g. `--config.batch_size=64
 
 Several hosts: on TPU pods and under SLURM the distributed runtime starts by
 itself; elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N
---process_id=I` to every process (see launch/ and the README).
+--process_id=I` to every process (see launch/ and docs/scaling.md).
 """
 
 from absl import flags

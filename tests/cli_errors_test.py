@@ -4,7 +4,10 @@ Each case is a real `python -m leae_jax.{main,evaluate,bench,prepare,experiments
 run in its own (forked: see cli_server.py) process. The test asserts that
 stderr holds exactly one line, that it starts with `error: ` and says what
 the case expects (the field, the value, what would be valid), that the exit
-status is non-zero, and that no traceback was printed anywhere.
+status is 2 (`cli.EXIT_USAGE`: every case is bad input; a run that fails with
+good input exits 1, see `test_exit_status_tells_bad_input_from_a_failed_run`),
+and that no traceback was printed anywhere. The documents state how many
+command lines this file runs (`len(CASES)`; checked by docs_test.py).
 """
 
 import json
@@ -15,6 +18,7 @@ import sys
 import pytest
 
 import helpers
+from leae_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = "--config=configs/shapes.py"
@@ -34,8 +38,8 @@ class Server:
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  cwd=ROOT, env=env)
 
-  def run(self, module, args):
-    self.proc.stdin.write(json.dumps({"module": module, "args": args, "cwd": ROOT}) + "\n")
+  def run(self, module, args, cwd=ROOT):
+    self.proc.stdin.write(json.dumps({"module": module, "args": args, "cwd": cwd}) + "\n")
     self.proc.stdin.flush()
     return json.loads(self.proc.stdout.readline())
 
@@ -78,12 +82,19 @@ def files(tmp_path_factory):
 
 
 # (case id, module, arguments, what the one line must contain). {wd} is a fresh
-# workdir, {idx}, {idx_truncated}, {tfds}, {file}, {run}, {inputs} come from `files`.
+# workdir, {idx}, {idx_truncated}, {tfds}, {file}, {run}, {inputs} come from `files`,
+# {root} is the checkout. Each runs in the checkout, or in the folder `CWD` names.
 CASES = [
     # Flags and the config file.
     ("config_missing", "main", ["--config=configs/nope.py", "--workdir={wd}"],
-     "--config=configs/nope.py: no such file 'configs/nope.py'; the configs in configs/ are "
-     "celeba.py, celeba_masked.py, cifar.py, fashion_mnist.py, shapes.py"),
+     "--config=configs/nope.py: no such file (a relative path is read from the current "
+     "directory, {root}); the configs in {root}/configs/ are celeba.py, celeba_masked.py, "
+     "cifar.py, fashion_mnist.py, shapes.py"),
+    ("config_outside_checkout", "main",
+     ["--config=configs/shapes.py:crop_resize", "--workdir={wd}"],
+     "--config=configs/shapes.py:crop_resize: no such file (a relative path is read from the "
+     "current directory, {inputs}, not from the checkout); did you mean "
+     "--config={root}/configs/shapes.py:crop_resize?"),
     ("config_not_given", "main", ["--workdir={wd}"], "--config is required"),
     ("workdir_not_given", "main", [SHAPES], "--workdir is required"),
     ("variant_unknown", "main", ["--config=configs/shapes.py:nosuch", "--workdir={wd}"],
@@ -335,16 +346,50 @@ CASES = [
 ]
 
 
+# Cases run in another folder than the checkout (formatted like the arguments).
+CWD = {"config_outside_checkout": "{inputs}"}
+
+
 @pytest.mark.parametrize("case,module,args,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line(case, module, args, expected, server, files, tmp_path):
-  args = [a.format(wd=tmp_path / "wd", **files) for a in args]
-  expected = expected.format(wd=tmp_path / "wd", **files)
-  proc = server.run(f"leae_jax.{module}", args)
+  names = dict(wd=tmp_path / "wd", root=ROOT, **files)
+  args = [a.format(**names) for a in args]
+  expected = expected.format(**names)
+  proc = server.run(f"leae_jax.{module}", args, CWD.get(case, "{root}").format(**names))
   everything = proc["stdout"] + proc["stderr"]
   lines = [l for l in proc["stderr"].splitlines() if l.strip()]
-  assert proc["returncode"] != 0, everything[-3000:]
+  assert proc["returncode"] == cli.EXIT_USAGE == 2, everything[-3000:]
   assert "Traceback" not in everything, everything[-3000:]
   assert len(lines) == 1, everything[-3000:]
   assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
   if case.startswith(("cifar_", "image_folder_")):  # data is checked before the workdir is made
     assert not (tmp_path / "wd").exists()
+
+
+def test_exit_status_tells_bad_input_from_a_failed_run():
+  """2 for bad input, 1 for a run that failed with good input (the rule in docs/training.md)."""
+  import errno
+  from leae_jax import checkpoints, data, outputs, train
+
+  def raised_from(cause, wrapper=cli.UserError):
+    try:
+      try:
+        raise cause
+      except BaseException as err:
+        raise wrapper(str(err)) from err
+    except BaseException as err:  # pylint: disable=broad-except
+      return err
+
+  bad_input = [cli.UserError("--config.batch_size=-5 is not valid"),
+               raised_from(ValueError("Unknown model.arch 'vit'")),
+               raised_from(FileNotFoundError(errno.ENOENT, "config.json not found")),
+               raised_from(PermissionError(errno.EACCES, "Permission denied")),  # --workdir=/root/x
+               data.DatasetUnavailableError("cifar10 not found"),
+               checkpoints.IncompatibleCheckpointError("model.hidden: checkpoint 8 vs config 12")]
+  failed_run = [train.NonFiniteLossError("Non-finite loss at step 4"),
+                outputs.WriteError(errno.EACCES, "could not write the checkpoint of step 40"),
+                raised_from(FloatingPointError("loss is nan")),  # frechet.py: lower --learning_rate
+                raised_from(OSError(errno.ENOSPC, "No space left on device")),
+                raised_from(OSError(errno.EFBIG, "File too large"))]
+  assert [cli.exit_status(e) for e in bad_input] == [2] * len(bad_input)
+  assert [cli.exit_status(e) for e in failed_run] == [1] * len(failed_run)

@@ -6,7 +6,7 @@ images and pads each to a multiple of the devices × processes
 computes the batch-statistics dependent objective parts on the R real images
 only. Checked here: the loader's layout for any shard count, the metrics of
 one state on 1, 3 and 8 simulated devices (`eval_devices.py`), and the
-README's 8-device command with the default eval_batch_size of 500. The
+8-device command of docs/scaling.md with the default eval_batch_size of 500. The
 two-process case is in `multihost_test.py`.
 """
 
@@ -100,7 +100,7 @@ def test_evaluation_on_1_3_8_devices_equals_one_device():
 
 
 def test_readme_eight_device_run_with_default_eval_batch_size(tmp_path):
-  # The README's case: configs/shapes.py on 8 devices with batch 64 and the
+  # The case of docs/scaling.md: configs/shapes.py on 8 devices with batch 64 and the
   # config's eval_batch_size of 500 (not a multiple of 8: padded to 504).
   proc = run_main("--config=configs/shapes.py", f"--workdir={tmp_path}",
                   "--config.batch_size=64", "--config.num_train_steps=2",

@@ -55,7 +55,7 @@ def test_model_shapes_code_and_parameter_counts():
   recon = models.decode(model, variables["params"]["decoder"], codes)
   chex.assert_shape(recon, x.shape)
   assert set(variables["params"]) == {"encoder", "decoder"}
-  # The configs' models (README): 44 963 and 47 590 parameters.
+  # The configs' models (docs/timeseries.md): 44 963 and 47 590 parameters.
   for name, params in (("timeseries", 44_963), ("timeseries_basic_motions", 47_590)):
     config = train.resolve(helpers.load_config(name))
     m = series_models.create_model(config.model, length=config.image_size,

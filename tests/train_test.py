@@ -209,7 +209,7 @@ def test_masked_runs_report_psnr_inside_the_hole():
 
 
 def test_train_and_evaluate_writes_every_output(tmp_path, monkeypatch):
-  # Also README: metrics leave the device only every log_every_steps (and the
+  # Also docs/training.md: metrics leave the device only every log_every_steps (and the
   # loss before a checkpoint is written). Every host read of a jax.Array —
   # explicit (jax.device_get) or implicit (float(), np.asarray, formatting) —
   # goes through ArrayImpl._value: spy on it for the arrays train_step returns.
