@@ -80,7 +80,7 @@ def get_base_config(modality: str = "image") -> ml_collections.ConfigDict:
       views="crop_resize",
       view_weights="",
       # Every registered view's arguments, with the defaults of its factory
-      # (views.py); a config changes only those it needs.
+      # (`views.image`, `views.sequence`); a config changes only those it needs.
       view_args=ml_collections.ConfigDict(views.default_args(modality)),
       plain_weight=0.0,
       sigreg_weight=0.03,
