@@ -152,8 +152,8 @@ def measure_input(config: ml_collections.ConfigDict, *, batches: int = 20,
   elif config.dataset == "fashion_mnist" and config.idx_dir:
     source = "idx"
   options = dict(data.config_options(config), download=False)
-  if data.sources.reads_image_folder(data.dataset_info(config.dataset),
-                                     data.SourceOptions(**options)):
+  if data.image_folder.reads_image_folder(data.dataset_info(config.dataset),
+                                          data.SourceOptions(**options)):
     source = "image_folder"
   open_source = lambda: data.get_source(config.dataset, "train", **options)
   context: contextlib.AbstractContextManager = contextlib.nullcontext()

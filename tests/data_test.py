@@ -423,7 +423,7 @@ def test_celeb_a_with_mock_data(tfds):
 def test_cifar10_missing_says_what_to_pass_in_one_short_line(tfds, tmp_path, monkeypatch):
   del tfds
   # The message with TensorFlow installed (tests/no_tensorflow_test.py: without).
-  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.tfds_source, "_tensorflow_installed", lambda: True)
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.get_source("cifar10", "train", data_dir=tmp_path, download=False)
   message = str(info.value)
@@ -445,8 +445,8 @@ def test_offline_download_fails_at_once_and_leaves_nothing(tfds, tmp_path, monke
   def no_download(*args, **kwargs):
     raise AssertionError("TFDS was asked to download although the host cannot be reached")
 
-  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
-  monkeypatch.setattr(data.sources.socket, "create_connection", unreachable)
+  monkeypatch.setattr(data.tfds_source, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.tfds_source.socket, "create_connection", unreachable)
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.get_source("cifar10", "test", data_dir=tmp_path, download=True)
@@ -467,8 +467,8 @@ def test_failed_download_is_wrapped_and_cleaned_up(tfds, tmp_path, monkeypatch):
 
   (tmp_path / "mine.txt").write_text("kept")  # what was there before stays
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
-  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: True)
-  monkeypatch.setattr(data.sources, "_check_network", lambda info: None)
+  monkeypatch.setattr(data.tfds_source, "_tensorflow_installed", lambda: True)
+  monkeypatch.setattr(data.tfds_source, "_check_network", lambda info: None)
   with pytest.raises(data.DatasetUnavailableError, match="downloading cifar10 into") as info:
     data.get_source("cifar10", "test", data_dir=tmp_path, download=True)
   assert isinstance(info.value.__cause__, ConnectionError)

@@ -125,7 +125,7 @@ def test_no_download_is_attempted_without_tensorflow(tmp_path, monkeypatch):
     raise AssertionError("a download that TensorFlow-less TFDS could not prepare")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
-  monkeypatch.setattr(data.sources, "_tensorflow_installed", lambda: False)
+  monkeypatch.setattr(data.tfds_source, "_tensorflow_installed", lambda: False)
   with pytest.raises(data.DatasetUnavailableError) as info:
     data.get_source("celeb_a", "train", data_dir=tmp_path, download=True)
   message = str(info.value)

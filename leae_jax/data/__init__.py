@@ -37,53 +37,67 @@ once, already fitted to the training size, as uncompressed ArrayRecord shards
 (`python -m leae_jax.prepare`); its workers then only copy bytes, and training
 batches stay uint8 until the device scales them.
 
-Modules: `errors` (the errors and splits, at the bottom), `image_folder`
-(image-folder trees), `sources` (the dataset registry, in which each entry knows how to
-open itself, so adding a dataset is one entry; the shapes, IDX and TFDS
-sources; the errors), `prepared` (prepared records), `transforms` (the grain `Map` transforms and
-`preprocess_ops`) and `loaders` (samplers, `BatchSchedule` and the loaders).
+Modules, each importing only those above it in this list: `errors` (the
+errors and splits), `prepared_source` (the prepared layout and its reader),
+`registry` (`DatasetInfo`, `SourceOptions` and the registry of datasets by
+name), the families of sources, each registering its datasets on import
+(`shapes`, `image_folder`, `tfds_source`, `idx` with `fashion_mnist`,
+`series`), `sources` (`get_source` and `describe`: a name and options to a
+source), `transforms` (the grain `Map` transforms and `preprocess_ops`),
+`prepared` (writing prepared records), and the loaders: `batching` (what they
+share), `loaders` (`create_loader`, `load_arrays`), `eval_loader` and
+`train_loader` (`BatchSchedule`).
 Everything public is re-exported here: `data.create_train_loader(...)`.
 """
 
+# Every module, so that `data.<module>` reaches it; importing a family of sources
+# (shapes, image_folder, tfds_source, idx, series) registers its datasets.
+from leae_jax.data import batching
+from leae_jax.data import errors
+from leae_jax.data import eval_loader
+from leae_jax.data import idx
 from leae_jax.data import image_folder
+from leae_jax.data import loaders
 from leae_jax.data import prepared
-from leae_jax.data import sources
-from leae_jax.data.loaders import (
-    EPOCH_ENDS,
-    SOURCE_OPTIONS,
-    BatchSchedule,
-    EvalLoader,
-    GlobalOrderSampler,
-    TrainLoader,
-    create_eval_loader,
-    create_loader,
-    create_train_loader,
-    eval_slots,
-    iterate_once,
-    load_arrays,
-)
-from leae_jax.data.sources import (
-    DEFAULT_IDX_DIR,
-    PREPARE_INSTALL,
-    SHAPE_NAMES,
-    CorruptDataError,
-    DatasetInfo,
-    DatasetUnavailableError,
-    IdxSource,
-    ShapesSource,
-    SourceOptions,
-    config_options,
-    dataset_info,
-    describe,
-    get_source,
-    num_examples,
-    read_idx,
-    uint8_batches,
-    valid_names,
-)
-from leae_jax.data.prepared import PreparedDataError, PreparedSource
-# The sequence datasets (modality 'sequence') register themselves on import.
+from leae_jax.data import prepared_source
+from leae_jax.data import registry
 from leae_jax.data import series
+from leae_jax.data import shapes
+from leae_jax.data import sources
+from leae_jax.data import tfds_source
+from leae_jax.data import train_loader
+from leae_jax.data import transforms
+from leae_jax.data.batching import SOURCE_OPTIONS
+from leae_jax.data.errors import CorruptDataError
+from leae_jax.data.errors import DatasetUnavailableError
+from leae_jax.data.eval_loader import EvalLoader
+from leae_jax.data.eval_loader import create_eval_loader
+from leae_jax.data.eval_loader import eval_slots
+from leae_jax.data.eval_loader import iterate_once
+from leae_jax.data.idx import DEFAULT_IDX_DIR
+from leae_jax.data.idx import IdxSource
+from leae_jax.data.idx import read_idx
+from leae_jax.data.loaders import GlobalOrderSampler
+from leae_jax.data.loaders import create_loader
+from leae_jax.data.loaders import load_arrays
+from leae_jax.data.prepared_source import PreparedDataError
+from leae_jax.data.prepared_source import PreparedSource
+from leae_jax.data.registry import DatasetInfo
+from leae_jax.data.registry import SourceOptions
+from leae_jax.data.registry import dataset_info
+from leae_jax.data.registry import valid_names
+from leae_jax.data.shapes import SHAPE_NAMES
+from leae_jax.data.shapes import ShapesSource
+from leae_jax.data.sources import config_options
+from leae_jax.data.sources import describe
+from leae_jax.data.sources import get_source
+from leae_jax.data.sources import num_examples
+from leae_jax.data.sources import uint8_batches
+from leae_jax.data.tfds_source import PREPARE_INSTALL
+from leae_jax.data.train_loader import BatchSchedule
+from leae_jax.data.train_loader import EPOCH_ENDS
+from leae_jax.data.train_loader import TrainLoader
+from leae_jax.data.train_loader import create_train_loader
 from leae_jax.data.transforms import (
     CenterCropSquare,
     CenterCropWindow,
@@ -97,7 +111,7 @@ from leae_jax.data.transforms import (
 )
 
 #: The registry of `DatasetInfo`s by name (tests register variants of the datasets in it).
-_REGISTRY = sources._REGISTRY  # pylint: disable=protected-access
+_REGISTRY = registry._REGISTRY  # pylint: disable=protected-access
 
 __all__ = [
     "DEFAULT_IDX_DIR",

@@ -32,6 +32,12 @@ folder stops the run before anything compiles; the result is kept for the
 life of the process while the folders are unchanged. Pixels are decoded when
 a record is read. For long runs, `python -m leae_jax.prepare` writes the
 decoded images once as prepared records.
+
+The datasets read from such a tree are here too: `image_folder` (registered
+here: any tree, its size, channels and classes from the files) and any TFDS
+dataset whose `data_dir` is one (`tfds_source` opens it with
+`open_image_folder`, its class folders checked against the dataset's
+classes); `describe_folder` says what a tree holds.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ from leae_jax.data.errors import CorruptDataError
 from leae_jax.data.errors import SPLITS
 from leae_jax.data.errors import check_split
 from leae_jax.data.errors import first_line
+from leae_jax.data.registry import DatasetInfo
+from leae_jax.data.registry import SourceOptions
+from leae_jax.data.registry import dataset_info
+from leae_jax.data.registry import register
 
 __all__ = [
     "EXTENSIONS",
@@ -57,8 +67,11 @@ __all__ = [
     "FolderIndex",
     "ImageFolderError",
     "ImageFolderSource",
+    "describe_folder",
     "folder_facts",
     "is_image_folder",
+    "open_image_folder",
+    "reads_image_folder",
     "scan",
 ]
 
@@ -346,3 +359,70 @@ class ImageFolderSource:
     if pixels.ndim == 2:
       pixels = pixels[:, :, None]
     return {"image": pixels, "label": self.index.labels[index]}
+
+
+# ---------------------------------------------------------------------------
+# The datasets read from image folders: `image_folder`, and any TFDS dataset
+# whose `data_dir` is one (`tfds_source` opens those with `open_image_folder`).
+# ---------------------------------------------------------------------------
+
+
+def open_image_folder(info: DatasetInfo, split: str, options: SourceOptions) -> ImageFolderSource:
+  """`split` of the image folder `options.data_dir`, checked as `describe` checks it."""
+  described = describe_folder(dataset_info(info.name), options)
+  return ImageFolderSource(options.data_dir, split, channels=described.channels)
+
+
+def reads_image_folder(info: DatasetInfo, options: SourceOptions) -> bool:
+  """Whether `info`'s split opens as an image folder with these options (`image_folder`)."""
+  if options.prepared_dir is not None:
+    return False
+  return info.opener is open_image_folder or (
+      info.tfds_name is not None and is_image_folder(options.data_dir))
+
+
+def describe_folder(info: DatasetInfo, options: SourceOptions) -> DatasetInfo:
+  """`info` completed with what the image folder `options` point at holds (`sources.describe`).
+
+  The image size (`native_size`, and `image_size` its shorter side unless
+  `options` set one), channels, classes and split sizes come from the files
+  (`folder_facts`, which checks the whole folder), and the class folders must
+  be the dataset's `class_names`. `info` as it is when its split does not
+  open as an image folder (`reads_image_folder`).
+
+  Raises:
+    ImageFolderError: the folder is missing or bad, or not this dataset's (one line naming it).
+  """
+  if not reads_image_folder(info, options):
+    return info
+  name = info.name
+  if options.data_dir is None:
+    raise ImageFolderError(
+        f"dataset={name!r} reads an image folder: set --config.data_dir=DIR, where DIR holds "
+        f"DIR/{{train,test}}/<class>/<image>.jpg|png.")
+  image_size = options.image_size if options.image_size and options.image_size > 0 else None
+  facts = folder_facts(options.data_dir, image_size=image_size)
+  if info.class_names is not None and facts.classes != info.class_names:
+    raise ImageFolderError(
+        f"image folder {facts.root} has the class folders {', '.join(facts.classes)}, but "
+        f"{name} has the classes {', '.join(info.class_names)}; use --config.dataset=image_folder "
+        f"for another dataset.")
+  if info.channels and facts.channels != info.channels:
+    raise ImageFolderError(
+        f"image folder {facts.root} holds {facts.channels}-channel images, but {name} has "
+        f"{info.channels}; use --config.dataset=image_folder for another dataset.")
+  native = facts.native_size
+  labelled = info.has_labels or info.opener is open_image_folder  # CelebA's folders: no classes
+  return dataclasses.replace(
+      info, image_size=info.image_size or (min(native) if native else int(image_size)),
+      channels=facts.channels, num_classes=len(facts.classes) if labelled else None,
+      has_labels=labelled, num_train=facts.num_train, num_test=facts.num_test,
+      native_size=native, class_names=facts.classes if labelled else None)
+
+
+# Any image folder (`--config.data_dir=DIR`): its size, channels, classes and
+# split sizes come from the files (`describe_folder`).
+register(DatasetInfo(
+    name="image_folder", image_size=0, channels=0, num_classes=None, has_labels=True,
+    opener=open_image_folder,
+))

@@ -42,8 +42,13 @@ from typing import Any
 import grain
 import numpy as np
 
-from leae_jax.data import sources
-from leae_jax.data.sources import CorruptDataError, DatasetInfo, DatasetUnavailableError, SourceOptions
+from leae_jax.data.errors import CorruptDataError
+from leae_jax.data.errors import DatasetUnavailableError
+from leae_jax.data.errors import check_split
+from leae_jax.data.registry import DatasetInfo
+from leae_jax.data.registry import SourceOptions
+from leae_jax.data.registry import dataset_info
+from leae_jax.data.registry import register
 
 __all__ = [
     "SYNTHETIC_KINDS",
@@ -83,12 +88,12 @@ class SyntheticSeriesSource:
 
   def __init__(self, split: str, *, length: int = 128, channels: int = 3,
                num_records: int | None = None, seed: int = 0):
-    sources.check_split(split)
+    check_split(split)
     if length < 8:
       raise ValueError(f"synthetic_series needs a length >= 8, got {length}.")
     if seed < 0:
       raise ValueError(f"seed must be non-negative, got {seed}.")
-    default = sources.dataset_info("synthetic_series").split_size(split)
+    default = dataset_info("synthetic_series").split_size(split)
     self.split = split
     self.length = int(length)
     self.channels = int(channels)
@@ -219,7 +224,7 @@ class UeaSource:
   """Random-access source over one split of a UEA `.ts` problem: `{'image': (L, C), 'label'}`."""
 
   def __init__(self, problem: str, split: str, directory: str):
-    sources.check_split(split)
+    check_split(split)
     self.problem = problem
     self.split = split
     self.path = os.path.join(directory, f"{problem}_{split.upper()}.ts")
@@ -328,7 +333,7 @@ def channel_stats(name: str, length: int) -> ChannelStats:
   The first 2048 training records (every record of a smaller split; a
   procedural dataset's at its default seed). Cached: computed once per process.
   """
-  source = sources.dataset_info(name).open("train", image_size=length)
+  source = dataset_info(name).open("train", image_size=length)
   count = min(len(source), _STATS_RECORDS)
   fit = FitLength(length)
   stacked = np.stack([fit.map(source[i])["image"] for i in range(count)]).astype(np.float64)
@@ -348,11 +353,11 @@ def _preprocess(info: DatasetInfo, length: int) -> list[grain.transforms.Map]:
 # ---------------------------------------------------------------------------
 # Registry entries.
 
-sources.register(DatasetInfo(
+register(DatasetInfo(
     name="synthetic_series", image_size=128, channels=3, num_classes=len(SYNTHETIC_KINDS),
     has_labels=True, num_train=10_000, num_test=1_000, modality="sequence",
     opener=_synthetic_source, preprocess=_preprocess))
-sources.register(DatasetInfo(
+register(DatasetInfo(
     name="uea_basic_motions", image_size=96, channels=6, num_classes=4, has_labels=True,
     num_train=40, num_test=40, modality="sequence", opener=_uea_opener("BasicMotions"),
     preprocess=_preprocess))

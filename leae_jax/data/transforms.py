@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import grain
 import numpy as np
 
-from leae_jax.data.sources import dataset_info
+from leae_jax.data.registry import dataset_info
 
 __all__ = [
     "CenterCropSquare",
@@ -192,7 +192,6 @@ class FitImage(grain.transforms.Map):
     for op in self.ops(*element["image"].shape[:2]):
       element = op.map(element)
     return element
-
 
 
 def preprocess_ops(
