@@ -264,7 +264,7 @@ def write_report(out: str, *, command: str) -> str:
       f"Produced by `{command}`; rewritten from the stored results by "
       f"`python -m leae_jax.experiments.timeseries --out={out} --report_only`. Issue 16 asks "
       "whether latent agreement alone — no sample-wise loss — keeps the dense numeric detail of "
-      "time series. Every run: the 1-D residual autoencoder (`series_models`, hidden 32), "
+      "time series. Every run: the 1-D residual autoencoder (`models.series`, hidden 32), "
       "step-frozen judge, SIGReg 0.03 on the clean code (self-teaching runs), AdamW at a "
       "constant 1e-3, PyTorch initialisation; series normalised per channel with the training "
       "split's statistics, so errors are in units of each channel's standard deviation. "
