@@ -26,6 +26,10 @@ uses is the judge mode:
   variant of ours, not a published run;
 * `ema`: an exponential moving average of the encoder carried in the train
   state (`update_ema`), under `stop_gradient`; target detached.
+
+(About 550 lines: the four losses, the judge modes they share and the
+registry that binds a config's fields to them are one concept — adding an
+objective is a change to this file alone, as `docs/library.md` shows.)
 """
 
 from __future__ import annotations
