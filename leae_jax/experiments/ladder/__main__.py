@@ -68,8 +68,7 @@ def main(argv):
       ("curve_budgets", budget_flags["curve_budgets"])]
   if rungs != list(spec.rungs):
     named.append(("rungs", FLAGS.rungs))
-  named += [(k, getattr(FLAGS, k)) for k in ("data_dir", "prepared_dir")
-            if getattr(FLAGS, k) and spec.dataset != "fashion_mnist"]
+  named += list(spec.data_flags)
   command = "python -m leae_jax.experiments.ladder " + " ".join(
       f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in named)
   if not FLAGS.report_only:

@@ -171,6 +171,8 @@ class Ladder:
   curve_budgets: tuple[int, ...]
   out: str
   compare_with: str = ""  # results from before the fidelity fixes (Fashion-MNIST only)
+  # The data flags the page's command shows (where the data lives is the reader's own).
+  data_flags: tuple[tuple[str, str], ...] = ()
   # (a, b): compare a's blur with b's at equal PSNR (`equal_psnr_pairs`); colour data only.
   equal_psnr: tuple[str, str] | tuple[()] = ()
 
@@ -221,7 +223,9 @@ LADDERS = {
                "(PyTorch defaults) at a constant 1e-4, SIGReg 0.03, crop ratio 0.3 — the "
                "faithful recipes of [fidelity.md](fidelity.md) — except `mse_published`, the "
                "published CIFAR pixel baseline's own recipe (plain Adam at 1e-3, batch 64: at "
-               "equal steps it has seen half the images). One epoch is 391 steps of 128. "
+               "equal steps it has seen half the images). One epoch is 391 steps of 128. The "
+               "records: `python -m leae_jax.prepare --config=configs/cifar.py "
+               "--config.data_dir=../shared/data/cifar10 --out=$PREPARED` (a minute). "
                + JUDGE_NOTE + _METRIC_NOTE),
         rungs=("mse", "mse_published", "plain_live", "plain_step_frozen", "pixel_mask_live",
                "channel_mask_live", "crop_live", "crop_step_frozen", "crop_step_frozen_no_sigreg",
@@ -242,6 +246,7 @@ LADDERS = {
                     Claim("Crop-resize gives a better probe than pixel masking", "crop_live",
                           "pixel_mask_live", "probe_accuracy")),
         budgets=(391,), curve_budgets=(782, 1955), out="docs/results_cifar10",
+        data_flags=(("data_dir", "../shared/data/cifar10"), ("prepared_dir", "$PREPARED")),
         equal_psnr=("crop_step_frozen", "mse")),
 }
 
