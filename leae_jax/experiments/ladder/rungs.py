@@ -225,7 +225,9 @@ LADDERS = {
                "published CIFAR pixel baseline's own recipe (plain Adam at 1e-3, batch 64: at "
                "equal steps it has seen half the images). One epoch is 391 steps of 128. The "
                "records: `python -m leae_jax.prepare --config=configs/cifar.py "
-               "--config.data_dir=../shared/data/cifar10 --out=$PREPARED` (a minute). "
+               "--config.data_dir=../shared/data/cifar10 --out=$PREPARED` (a minute); "
+               "`bash launch/ladder_cifar10.sh` prepares them and runs every stage in order, "
+               "resumably. "
                + JUDGE_NOTE + _METRIC_NOTE),
         rungs=("mse", "mse_published", "plain_live", "plain_step_frozen", "pixel_mask_live",
                "channel_mask_live", "crop_live", "crop_step_frozen", "crop_step_frozen_no_sigreg",
