@@ -24,7 +24,6 @@ trains the CIFAR-10 net and writes `leae_jax/frechet_nets/cifar10.{msgpack,json}
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -32,7 +31,6 @@ import sys
 import time
 from typing import Any, Callable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -41,6 +39,7 @@ import optax
 
 from leae_jax import cli
 from leae_jax import data
+from leae_jax import weights
 
 PyTree = Any
 
@@ -252,19 +251,6 @@ def _paths(dataset: str, folder: str) -> tuple[str, str]:
   return (os.path.join(folder, f"{dataset}.msgpack"), os.path.join(folder, f"{dataset}.json"))
 
 
-def _write_atomic(path: str, payload: bytes) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      f.write(payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def save(params: PyTree, info: dict[str, Any], dataset: str, folder: str = DEFAULT_DIR
          ) -> tuple[str, str]:
   """Writes `<dataset>.msgpack` and `<dataset>.json` in `folder` (each atomically); returns their paths.
@@ -276,7 +262,7 @@ def save(params: PyTree, info: dict[str, Any], dataset: str, folder: str = DEFAU
   """
   os.makedirs(folder, exist_ok=True)
   weights_path, json_path = _paths(dataset, folder)
-  payload = flax.serialization.to_bytes(jax.device_get(params))
+  payload = weights.to_bytes(params)
   record = {
       "format": FORMAT,
       "dataset": dataset,
@@ -291,11 +277,11 @@ def save(params: PyTree, info: dict[str, Any], dataset: str, folder: str = DEFAU
       "command": info.get("command", ""),
       "data": info.get("data") or dataset,
       "weights": os.path.basename(weights_path),
-      "sha256": hashlib.sha256(payload).hexdigest(),
+      "sha256": weights.sha256(payload),
       "note": NOTE,
   }
-  _write_atomic(weights_path, payload)
-  _write_atomic(json_path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+  weights.write_atomic(weights_path, payload)
+  weights.write_atomic(json_path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
   return weights_path, json_path
 
 
@@ -352,30 +338,17 @@ def load(dataset: str, *, image_size: int, channels: int, folder: str | None = N
                      f"({type(err).__name__}: {err}).") from None
   if size != int(image_size) or chans != int(channels):
     return None
-  try:
-    with open(weights_path, "rb") as f:
-      payload = f.read()
-  except OSError as err:
-    raise ValueError(f"{weights_path}: cannot read the Fréchet feature net weights "
-                     f"({err.strerror or err}).") from None
-  if hashlib.sha256(payload).hexdigest() != digest:
-    raise ValueError(f"{weights_path}: damaged Fréchet feature net weights (sha256 differs from "
-                     f"the one in {os.path.basename(json_path)}).")
   template = jax.eval_shape(lambda: init_params(jax.random.key(0), image_size=size,
                                                 channels=chans, num_classes=num_classes))
-  try:
-    restored = flax.serialization.msgpack_restore(payload)
+
+  def check(restored):
+    del restored
     if feature_dim != FEATURE_DIM:
       raise ValueError(f"feature_dim {feature_dim}, this FeatureNet has {FEATURE_DIM}")
-    if jax.tree.structure(restored) != jax.tree.structure(template):
-      raise ValueError("its parameter tree is not a FeatureNet's")
-    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(template)):
-      if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
-        raise ValueError(f"a parameter of shape {np.shape(got)} where FeatureNet has {want.shape}")
-    params = jax.tree.map(jnp.asarray, restored)
-  except Exception as err:  # pylint: disable=broad-except  (msgpack raises many types)
-    raise ValueError(f"{weights_path}: damaged Fréchet feature net weights "
-                     f"({type(err).__name__}: {err}).") from None
+
+  params = weights.read_checked(weights_path, digest, template,
+                                what="Fréchet feature net weights",
+                                recorded_in=os.path.basename(json_path), check=check)
   return FeatureExtractor(params=params, info=info)
 
 
@@ -486,7 +459,7 @@ def _add_references(config: Any, folder: str) -> None:
   _, json_path = _paths(config.dataset, folder)
   record = dict(net.info, references=references, references_command=shlex.join(
       ["python", "-m", "leae_jax.frechet", *sys.argv[1:]]))
-  _write_atomic(json_path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+  weights.write_atomic(json_path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
   print(json.dumps(references))
 
 

@@ -1,0 +1,260 @@
+"""Trained models in a portable folder: `save` a run, `load` it in one line.
+
+    model = pretrained.load("path/to/folder")      # or a shipped model's name (`names()`)
+    codes = model.encode(images)                   # (N, S, S, C) floats in [0, 1] or uint8
+    recon = model.reconstruct(images)
+
+A folder holds, in the layout a model hub expects (publishing it is one
+upload of the folder):
+
+* `config.json`: the resolved config of the run (`base_config.from_saved`
+  reads it back with today's defaults for any field it lacks);
+* `model.msgpack`: `{'params': {'encoder', 'decoder'}, 'batch_stats'}` — the
+  parameters and the code norm's running statistics — as Flax msgpack;
+* `model.json`: the format, the versions that wrote it, the msgpack's
+  sha256, the step, the parameter count, the test metrics and the commands
+  that produced and measured them;
+* `README.md`: the model card.
+
+Flax msgpack rather than safetensors: it is Flax's own serialisation (no
+further dependency), restores the nested parameter tree exactly, and is what
+the shipped Fréchet nets use; the sha256 in `model.json` catches a damaged
+file, and a tree that is not the config's model is refused (`weights`).
+Loading needs only CPU; the arrays go to JAX's default device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import subprocess
+from typing import Any
+
+import jax
+import ml_collections
+
+from leae_jax import base_config
+from leae_jax import models
+from leae_jax import weights
+
+FORMAT = "leae_jax.pretrained/1"
+#: Models shipped inside the package, one folder each (`names()`).
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
+FILES = ("config.json", "model.msgpack", "model.json", "README.md")
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """A loaded model: its config, the Flax module, its variables and how it was made (`info`)."""
+
+  config: ml_collections.ConfigDict
+  model: Any
+  variables: dict[str, PyTree]
+  info: dict[str, Any]
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    """Images (floats in [0, 1], or uint8) → codes, with the running statistics (inference)."""
+    return _encode(self.model, self.variables, images)
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """Codes → images in [0, 1]."""
+    return _decode(self.model, self.variables, codes)
+
+  def reconstruct(self, images: jax.Array) -> jax.Array:
+    return self.decode(self.encode(images))
+
+
+def _encode(model, variables, images):
+  return jax.jit(lambda v, x: models.encode(model, v["params"]["encoder"], v["batch_stats"],
+                                            models.unit_range(x), train=False)[0])(
+                                                variables, images)
+
+
+def _decode(model, variables, codes):
+  return jax.jit(lambda v, z: models.decode(model, v["params"]["decoder"], z))(variables, codes)
+
+
+def names() -> list[str]:
+  """The shipped models' names (folders of `SHIPPED_DIR`)."""
+  if not os.path.isdir(SHIPPED_DIR):
+    return []
+  return sorted(n for n in os.listdir(SHIPPED_DIR)
+                if os.path.exists(os.path.join(SHIPPED_DIR, n, "model.json")))
+
+
+def _version() -> str:
+  try:
+    return importlib.metadata.version("leae_jax")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def _commit() -> str:
+  """The checkout's commit (with `+changes` when it has uncommitted ones), or 'unknown'."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  return head + ("+changes" if dirty else "")
+
+
+def _describe_objective(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  o = config.objective
+  judged = o.name in ("self_teaching", "masked_self_teaching")
+  return {"objective": o.name, "judge": o.judge if judged else None,
+          "views": o.views if o.name == "self_teaching" else None,
+          "sigreg_weight": float(o.sigreg_weight)}
+
+
+def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
+         step: int | None = None, metrics: dict[str, float] | None = None,
+         metrics_command: str = "", train_command: str = "", data: str = "") -> str:
+  """Writes the portable folder of a trained model; returns `out_dir`.
+
+  Args:
+    source: a training run's workdir (its newest checkpoint, or `step`), or
+      `(config, state)`: a resolved config and a `train.TrainState`.
+    out_dir: the folder to write (created; its four files are replaced).
+    step: the workdir's checkpoint to save (default: the newest).
+    metrics: test metrics to put on the model card (e.g. `evaluate`'s JSON).
+    metrics_command: the command that measured `metrics`.
+    train_command: the command that trained the run.
+    data: a note on the data (e.g. "CIFAR-10 (JPEG q75) image folder").
+  """
+  if isinstance(source, str):
+    from leae_jax import evaluate  # pylint: disable=g-import-not-at-top  (heavy; not for loading)
+    from leae_jax import train  # pylint: disable=g-import-not-at-top
+
+    config = evaluate.load_config(source)
+    state = evaluate.restore_state(source, config, train.Trainer(config), step)
+  else:
+    config, state = source
+  variables = {"params": jax.device_get(state.params),
+               "batch_stats": jax.device_get(state.batch_stats)}
+  payload = weights.to_bytes(variables)
+  info = {
+      "format": FORMAT,
+      "leae_jax_version": _version(),
+      "jax_version": jax.__version__,
+      "commit": _commit(),
+      "written": datetime.date.today().isoformat(),
+      "step": int(jax.device_get(state.step)),
+      "seed": int(config.seed),
+      "dataset": config.dataset,
+      "data": data or config.dataset,
+      "modality": config.get("modality", "image"),
+      "input_shape": list(_input_shape(config)),
+      **_describe_objective(config),
+      "num_params": models.count_params(variables["params"]),
+      "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+      "metrics_command": metrics_command,
+      "train_command": train_command,
+      "weights": "model.msgpack",
+      "sha256": weights.sha256(payload),
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  weights.write_atomic(os.path.join(out_dir, "model.msgpack"), payload)
+  weights.write_atomic(os.path.join(out_dir, "config.json"),
+                       (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+  weights.write_atomic(os.path.join(out_dir, "model.json"),
+                       (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
+  weights.write_atomic(os.path.join(out_dir, "README.md"), model_card(info).encode())
+  return out_dir
+
+
+def _input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  size, channels = int(config.image_size), int(config.image_channels)
+  if config.get("modality", "image") == "sequence":
+    return (size, channels)
+  return (size, size, channels)
+
+
+def model_card(info: dict[str, Any]) -> str:
+  """The folder's README.md: what the model is, how it was trained and measured."""
+  shape = "×".join(str(d) for d in info["input_shape"])
+  method = info["objective"] + (f", {info['judge']} judge" if info.get("judge") else "") + (
+      f", views `{info['views']}`" if info.get("views") else "")
+  lines = [
+      f"# leae_jax model: {info['data']}, {info['objective']}",
+      "",
+      f"A `leae_jax` autoencoder ({info['num_params']:,} parameters, input {shape}) trained on "
+      f"{info['data']} with the objective {method} (SIGReg weight {info['sigreg_weight']}), "
+      f"seed {info['seed']}, {info['step']} steps; written by leae_jax {info['leae_jax_version']} "
+      f"at commit `{info['commit']}` on {info['written']}.",
+      "",
+      "```python",
+      "from leae_jax import pretrained",
+      "model = pretrained.load(\"<this folder>\")  # or its shipped name",
+      "recon = model.reconstruct(images)  # (N, ...) floats in [0, 1] or uint8",
+      "```",
+      "",
+  ]
+  if info.get("train_command"):
+    lines += ["Trained by:", "", "```bash", info["train_command"], "```", ""]
+  if info.get("metrics"):
+    lines += ["| test metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in sorted(info["metrics"].items())]
+    lines += [""]
+    if info.get("metrics_command"):
+      lines += ["Measured by:", "", "```bash", info["metrics_command"], "```", ""]
+  lines += ["Files: `config.json` (the resolved config), `model.msgpack` (parameters and the code "
+            "norm's running statistics, Flax msgpack), `model.json` (format, versions, sha256, "
+            "metrics).", ""]
+  return "\n".join(lines)
+
+
+def _folder(name_or_dir: str) -> str:
+  if os.path.isdir(name_or_dir):
+    return name_or_dir
+  shipped = os.path.join(SHIPPED_DIR, name_or_dir)
+  if os.sep not in name_or_dir and os.path.isdir(shipped):
+    return shipped
+  valid = ", ".join(names()) or "none shipped"
+  raise ValueError(f"{name_or_dir}: no such model folder, and not a shipped model's name "
+                   f"(shipped: {valid}).")
+
+
+def load(name_or_dir: str) -> Pretrained:
+  """A saved model folder (or a shipped model's name) as a `Pretrained`.
+
+  Raises ValueError, one line naming the file, for a missing folder or file, a
+  folder of another format, or damaged weights.
+  """
+  folder = _folder(name_or_dir)
+  json_path = os.path.join(folder, "model.json")
+  try:
+    with open(json_path, encoding="utf-8") as f:
+      info = json.load(f)
+    if not isinstance(info, dict):
+      raise ValueError("not a JSON object")
+    if info.get("format") != FORMAT:
+      raise ValueError(f"format {info.get('format')!r}; this leae_jax reads {FORMAT!r}")
+    digest = str(info["sha256"])
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+      config = base_config.from_saved(json.load(f))
+  except FileNotFoundError as err:
+    raise ValueError(f"{folder}: not a saved model folder ({os.path.basename(err.filename)} is "
+                     f"missing; {', '.join(FILES)} are written by pretrained.save).") from None
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise ValueError(f"{json_path}: not a model this leae_jax can load "
+                     f"({type(err).__name__}: {err}).") from None
+  from leae_jax import modalities  # pylint: disable=g-import-not-at-top
+
+  model = modalities.get(config.get("modality", "image")).create_model(
+      config.model, int(config.image_size), int(config.image_channels))
+  template = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
+  variables = weights.read_checked(os.path.join(folder, "model.msgpack"), digest,
+                                   {"params": template["params"],
+                                    "batch_stats": template["batch_stats"]},
+                                   what=f"weights of this {config.dataset} model",
+                                   recorded_in="model.json")
+  return Pretrained(config=config, model=model, variables=variables, info=info)

@@ -1,0 +1,101 @@
+"""Pretrained model folders (`leae_jax.pretrained`): save a run, load it bit for bit, refuse bad folders."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import helpers
+from leae_jax import evaluate
+from leae_jax import models
+from leae_jax import pretrained
+from leae_jax import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A 4-step shapes run (tiny model) and its saved folder."""
+  root = tmp_path_factory.mktemp("pretrained")
+  workdir = str(root / "run")
+  config = helpers.tiny_config(num_train_steps=4, checkpoint_every_steps=2)
+  train.train_and_evaluate(config, workdir)
+  folder = pretrained.save(workdir, str(root / "model"), metrics={"psnr": 12.5},
+                           metrics_command="python -m leae_jax.evaluate --workdir=run",
+                           train_command="python -m leae_jax.main ...", data="toy shapes")
+  return workdir, folder
+
+
+def test_a_loaded_model_computes_what_the_saved_run_computes(run):
+  workdir, folder = run
+  config = evaluate.load_config(workdir)
+  trainer = train.Trainer(config)
+  state = evaluate.restore_state(workdir, config, trainer)
+  images = np.random.default_rng(0).uniform(size=(5, *trainer.model.input_shape)).astype(np.float32)
+  codes, _ = models.encode(trainer.model, state.params["encoder"], state.batch_stats, images,
+                           train=False)
+  recon = models.decode(trainer.model, state.params["decoder"], codes)
+  loaded = pretrained.load(folder)
+  np.testing.assert_array_equal(np.asarray(loaded.encode(images)), np.asarray(codes))
+  np.testing.assert_array_equal(np.asarray(loaded.reconstruct(images)), np.asarray(recon))
+  # uint8 images are scaled as training scales them (x · float32(1/255), `models.unit_range`).
+  as_uint8 = (images * 255).round().astype(np.uint8)
+  scaled = as_uint8.astype(np.float32) * np.float32(1.0 / 255.0)
+  np.testing.assert_array_equal(np.asarray(loaded.encode(as_uint8)),
+                                np.asarray(loaded.encode(scaled)))
+  assert loaded.config.dataset == "shapes" and loaded.info["step"] == 4
+  assert loaded.info["num_params"] == models.count_params(state.params)
+
+
+def test_the_folder_is_self_describing(run):
+  _, folder = run
+  assert sorted(os.listdir(folder)) == sorted(pretrained.FILES)
+  info = json.load(open(os.path.join(folder, "model.json")))
+  assert info["format"] == pretrained.FORMAT and info["objective"] == "self_teaching"
+  assert info["metrics"] == {"psnr": 12.5} and info["seed"] == 0
+  card = open(os.path.join(folder, "README.md")).read()
+  assert "toy shapes" in card and "| psnr | 12.5 |" in card
+  assert "python -m leae_jax.evaluate --workdir=run" in card and "4 steps" in card
+
+
+def test_a_state_saves_as_a_workdir_does(run, tmp_path):
+  workdir, folder = run
+  config = evaluate.load_config(workdir)
+  state = evaluate.restore_state(workdir, config, train.Trainer(config))
+  again = pretrained.save((config, state), str(tmp_path / "again"))
+  assert (open(os.path.join(again, "model.msgpack"), "rb").read()
+          == open(os.path.join(folder, "model.msgpack"), "rb").read())
+
+
+def test_bad_folders_are_refused_with_one_line(run, tmp_path):
+  _, folder = run
+  with pytest.raises(ValueError, match="no such model folder, and not a shipped model's name"):
+    pretrained.load(str(tmp_path / "nowhere"))
+  copy = tmp_path / "copy"
+  copy.mkdir()
+  for name in pretrained.FILES:
+    (copy / name).write_bytes(open(os.path.join(folder, name), "rb").read())
+  # One flipped byte in the weights: the sha256 recorded in model.json differs.
+  weights = bytearray((copy / "model.msgpack").read_bytes())
+  weights[len(weights) // 2] ^= 0xFF
+  (copy / "model.msgpack").write_bytes(bytes(weights))
+  with pytest.raises(ValueError, match=r"model.msgpack: damaged weights .*sha256") as err:
+    pretrained.load(str(copy))
+  assert "\n" not in str(err.value)
+  # A folder of another format version.
+  info = json.load(open(os.path.join(folder, "model.json")))
+  (copy / "model.json").write_text(json.dumps(dict(info, format="leae_jax.pretrained/99")))
+  with pytest.raises(ValueError, match="this leae_jax reads 'leae_jax.pretrained/1'"):
+    pretrained.load(str(copy))
+  # Weights of another model (the config says a wider one).
+  (copy / "model.json").write_text(json.dumps(info))
+  (copy / "model.msgpack").write_bytes(open(os.path.join(folder, "model.msgpack"), "rb").read())
+  config = json.load(open(os.path.join(folder, "config.json")))
+  config["model"]["hidden"] = 16
+  (copy / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ValueError, match="damaged weights of this shapes model"):
+    pretrained.load(str(copy))
+  os.remove(copy / "config.json")
+  with pytest.raises(ValueError, match="config.json is missing"):
+    pretrained.load(str(copy))
