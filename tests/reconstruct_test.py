@@ -1,0 +1,84 @@
+"""`python -m leae_jax.reconstruct`: a saved model on the user's own image files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import helpers
+from leae_jax import pretrained
+from leae_jax import reconstruct
+from leae_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("reconstruct")
+  workdir = str(root / "run")
+  train.train_and_evaluate(helpers.tiny_config(num_train_steps=2), workdir)
+  return pretrained.save(workdir, str(root / "model"))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "leae_jax.reconstruct", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_fit_takes_the_central_square_and_resizes_it(tmp_path):
+  # 60×30: a red central 30×30 square between blue sides.
+  pixels = np.zeros((30, 60, 3), np.uint8)
+  pixels[:, :, 2] = 255
+  pixels[:, 15:45] = (255, 0, 0)
+  Image.fromarray(pixels).save(tmp_path / "wide.png")
+  fitted = reconstruct.fit(str(tmp_path / "wide.png"), 8, 3)
+  assert fitted.shape == (8, 8, 3)
+  np.testing.assert_allclose(fitted, np.broadcast_to([1.0, 0.0, 0.0], (8, 8, 3)), atol=1e-6)
+  grey = reconstruct.fit(str(tmp_path / "wide.png"), 8, 1)
+  assert grey.shape == (8, 8, 1) and np.allclose(grey, 76 / 255, atol=1 / 255)  # L of pure red
+
+
+def test_reconstructs_a_folder_of_photos(model_dir, tmp_path):
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  rng = np.random.default_rng(0)
+  for name, size in (("a.jpg", (48, 40)), ("b.PNG", (20, 64))):
+    Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(photos / name)
+  (photos / "notes.txt").write_text("not an image")
+  out = tmp_path / "out"
+  result = _cli(f"--model={model_dir}", f"--images={photos}", f"--out={out}", "--scale=2")
+  assert result.returncode == 0, result.stderr
+  assert "reconstructed 2 image(s)" in result.stdout
+  report = json.load(open(out / "reconstruct.json"))
+  assert [os.path.basename(e["image"]) for e in report["images"]] == ["a.jpg", "b.PNG"]
+  assert all(np.isfinite(e["psnr"]) for e in report["images"])
+  # input | reconstruction, each 32 px drawn at ×2, with a 2 px gap; one grey channel.
+  picture = np.asarray(Image.open(out / "a.png"))
+  assert picture.shape == (64, 2 * 64 + 2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--images={missing}"], "no such file or folder"),
+    (["--images={bad}"], "cannot be read as an image"),
+    (["--images={empty}"], "holds no .jpg, .jpeg, .png files"),
+    (["--images={good}", "--model=no_such_model"], "not a shipped model's name"),
+    (["--images={good}", "--mask=0.3"], "was not trained to inpaint"),
+])
+def test_bad_input_gets_one_line(model_dir, tmp_path, args, message):
+  (tmp_path / "bad.png").write_bytes(b"not a png")
+  (tmp_path / "empty").mkdir()
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "good.png")
+  paths = dict(missing=tmp_path / "nope", bad=tmp_path / "bad.png", empty=tmp_path / "empty",
+               good=tmp_path / "good.png")
+  argv = [a.format(**paths) for a in args]
+  if not any(a.startswith("--model=") for a in argv):
+    argv.append(f"--model={model_dir}")
+  result = _cli(*argv, f"--out={tmp_path / 'out'}")
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
