@@ -22,6 +22,9 @@ Exit status (`exit_status`), one rule for every program:
   failed (`outputs.WriteError`, or a full disk, quota or file-size limit),
   or a bug (a traceback, Python's own status 1).
 * 0: finished, or stopped by SIGTERM after saving a checkpoint.
+* 130 (`EXIT_INTERRUPTED`, the shell's status for Ctrl-C): a first Ctrl-C
+  stopped training after saving a checkpoint at the current step (a second
+  one aborts at once).
 
 `log_to_workdir` sends the libraries' logs (absl, orbax, JAX, grain) to
 `<workdir>/logs/` and lets only warnings and errors through to the console;
@@ -47,6 +50,7 @@ import ml_collections
 
 EXIT_USAGE = 2  # bad input: flags, config, values, data, workdir (as argparse's usage errors)
 EXIT_FAILURE = 1  # good input, failed run: a non-finite loss, a failed write, a bug
+EXIT_INTERRUPTED = 130  # a first Ctrl-C saved the current step and stopped (the shell's 128 + 2)
 
 #: Errors of a run whose input was good (exit status 1), by module and name: a
 #: program that never imported the module cannot have raised them, and this

@@ -36,10 +36,11 @@ def format_eval(results: dict[str, float]) -> str:
 
 
 def closing_summary(workdir: str, step: int, seconds: float, eval_results: dict[str, float],
-                    grid: str | None, preempted: bool) -> str:
+                    grid: str | None, preempted: bool, interrupted: bool = False) -> str:
   """The console's last line: where the run stands and where its results are."""
   minutes, secs = divmod(int(round(seconds)), 60)
-  state = ("stopped by SIGTERM" if preempted else "done") + f" at step {step} in {minutes}m{secs:02d}s"
+  state = ("interrupted (Ctrl-C)" if interrupted else "stopped by SIGTERM" if preempted
+           else "done") + f" at step {step} in {minutes}m{secs:02d}s"
   numbers = f" · {format_eval(eval_results)}" if eval_results else ""
   files = ["metrics.jsonl", "loss_curves.png", "checkpoints/", "logs/"]
   if grid:

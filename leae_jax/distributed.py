@@ -9,7 +9,8 @@ Three ways in:
 * none: a single process (the default when no cluster is detected).
 
 Must run before anything touches a JAX device. `StopRequest` turns a
-preemption notice (SIGTERM) into a stop at the same step on every process.
+preemption notice (SIGTERM) or a first Ctrl-C (SIGINT) into a stop at the same
+step on every process.
 """
 
 from __future__ import annotations
@@ -77,27 +78,48 @@ def initialize(mode: str = "auto", *, coordinator_address: str | None = None,
 
 
 class StopRequest:
-  """Turns SIGTERM (preemption notice) into a stop between steps.
+  """Turns SIGTERM (preemption notice) or a first Ctrl-C (SIGINT) into a stop between steps.
 
   One process: a SIGTERM handler sets a flag. Several processes: all must stop
   at the same step to save one checkpoint together, so the decision comes
   from JAX's preemption sync point (the distributed runtime's own SIGTERM
-  notifier, agreed between processes), and no handler is installed here.
+  notifier, agreed between processes), and no SIGTERM handler is installed
+  here. A first SIGINT does what SIGTERM does — with several processes it
+  becomes a SIGTERM to this process, which the runtime then agrees on — and
+  puts Python's own handler back, so that a second Ctrl-C aborts at once
+  (KeyboardInterrupt). `signal_name` says which signal asked to stop.
   """
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signal_name = ""
+    self._previous: dict[int, object] = {}
     self._multihost = jax.process_count() > 1
 
   def __enter__(self):
-    if not self._multihost and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if threading.current_thread() is threading.main_thread():
+      if not self._multihost:
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+    self.signal_name = self.signal_name or "SIGTERM"
+
+  def _interrupt(self, signum, frame):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
+    self.signal_name = "SIGINT"
+    if self._multihost:
+      os.kill(os.getpid(), signal.SIGTERM)  # the runtime's notifier: every process stops together
+    else:
+      self._handle(signum, frame)
+
+  @property
+  def interrupted(self) -> bool:
+    """Whether the stop was asked for by Ctrl-C (SIGINT)."""
+    return self.signal_name == "SIGINT"
 
   def should_stop(self, step: int) -> bool:
     if self._multihost:
@@ -108,6 +130,6 @@ class StopRequest:
     return self.requested
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
     return False

@@ -8,6 +8,8 @@ itself; elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` to every process (see launch/ and docs/scaling.md).
 """
 
+import sys
+
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -49,7 +51,10 @@ def main(argv):
   # Several processes share the workdir: one log per process.
   cli.log_to_workdir(FLAGS.workdir, "leae" if jax.process_count() == 1
                      else f"leae_process{jax.process_index()}")
-  train.train_and_evaluate(None, FLAGS.workdir, trainer=trainer, name=cli.flag_value("config"))
+  result = train.train_and_evaluate(None, FLAGS.workdir, trainer=trainer,
+                                    name=cli.flag_value("config"))
+  if result.get("interrupted"):
+    sys.exit(cli.EXIT_INTERRUPTED)  # saved at the current step; the same command resumes
 
 
 if __name__ == "__main__":

@@ -462,7 +462,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
   last_time, images_seen = time.perf_counter(), 0  # images since the last log (batches vary)
   started = time.perf_counter()
   eval_results: dict[str, Any] = {}
-  preempted = False
+  preempted = interrupted = False
   grids: list[str] = []
 
   def run_eval(step: int) -> dict[str, Any]:
@@ -512,7 +512,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
         if stop.should_stop(done):
           save(done, force=True)
           ckpt.wait()
-          progress.write(f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to resume.")
+          interrupted = stop.interrupted
+          progress.write(f"interrupted (Ctrl-C) at step {done}; saved; rerun the same command to "
+                         "resume." if interrupted else
+                         f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to "
+                         "resume.")
           preempted = True
           break
         if ckpt.should_save(done):
@@ -549,5 +553,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
   final_step = int(jax.device_get(state.step))
   if is_main:
     print(console.closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
-                          grids[-1] if grids else None, preempted), flush=True)
-  return dict(eval_results, step=final_step, preempted=preempted)
+                          grids[-1] if grids else None, preempted, interrupted), flush=True)
+  return dict(eval_results, step=final_step, preempted=preempted, interrupted=interrupted)

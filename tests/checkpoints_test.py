@@ -109,6 +109,38 @@ def test_sigterm_saves_the_current_step_and_exits_zero(tmp_path):
   assert int(restore_final(workdir).step) == STEPS
 
 
+def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path):
+  workdir = tmp_path / "run"
+  code, out, err = start_and_signal(workdir, signal.SIGINT)
+  assert code == 130, err[-3000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err
+  line = next(l for l in out.splitlines() if l.startswith("interrupted (Ctrl-C) at step"))
+  step = int(line.split("at step ")[1].split(";")[0])
+  assert line.endswith("saved; rerun the same command to resume.")
+  assert step in finished_steps(workdir) and step < STEPS
+  assert out.strip().splitlines()[-1].startswith(f"interrupted (Ctrl-C) at step {step} in ")
+  proc = run(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"resuming at step {step}" in proc.stdout.splitlines()[0], proc.stdout
+  assert int(restore_final(workdir).step) == STEPS
+
+
+def test_a_second_ctrl_c_aborts_at_once():
+  # In this process: the first SIGINT only asks to stop; it puts Python's own
+  # handler back, so the second raises KeyboardInterrupt where the code is.
+  from leae_jax import distributed
+  before = signal.getsignal(signal.SIGINT)
+  with pytest.raises(KeyboardInterrupt):
+    with distributed.StopRequest() as stop:
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)  # the handler runs between bytecodes
+      assert stop.requested and stop.interrupted and stop.should_stop(1)
+      assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1.0)
+  assert signal.getsignal(signal.SIGINT) is before  # restored on the way out
+
+
 def _tiny_config(**overrides):
   return helpers.tiny_config(**{"checkpoint_every_steps": 3, **overrides})
 

@@ -359,3 +359,19 @@ def test_the_cifar10_page_answers_colour_and_blur_from_stored_results(tmp_path, 
   assert "## How many verdicts, and how many by chance" in report
   for figure in ("bars.png", "colour_blur.png", "blur_vs_psnr.png"):
     assert os.path.exists(os.path.join(out, figure)) and f"results_cifar10/{figure})" in report
+
+
+def test_a_stopped_run_stores_no_result(tmp_path):
+  # SIGTERM or Ctrl-C mid-segment: train returns `preempted`; nothing is stored
+  # as finished, and the ladder stops (the same command resumes it).
+  out = str(tmp_path / "results")
+  jobs = ladder.plan(["mse", "plain_live"], [0], [4], [], curve_rungs=[])
+  calls = []
+
+  def stopped(config, workdir):
+    calls.append(workdir)
+    return {"preempted": True, "interrupted": True, "step": 2}
+
+  assert ladder.run(out, jobs, workdir_root=str(tmp_path / "w"), train_fn=stopped,
+                    log=lambda m: None) == 0
+  assert len(calls) == 1 and not os.path.exists(ladder.result_path(out, "mse", 0, 4))

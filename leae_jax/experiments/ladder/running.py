@@ -171,7 +171,11 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
         f"(est. time left {eta})")
     config = rung_config(job.rung, seed=job.seed, steps=budget, **config_kw)
     start = time.perf_counter()
-    train_fn(config, workdir)
+    trained = train_fn(config, workdir)
+    if isinstance(trained, dict) and trained.get("preempted"):
+      # SIGTERM or Ctrl-C: the run is saved at its step; no result is stored as finished.
+      log(f"stopped at step {trained.get('step')} of {budget}; rerun the same command to resume")
+      return done
     train_wall = time.perf_counter() - start
     res = evaluate.evaluate_workdir(workdir, budget, max_batches=eval_batches,
                                     probe_train_examples=probe_train_examples, figures=False)
