@@ -14,6 +14,7 @@ drives each live in their own module.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -41,6 +42,7 @@ from leae_jax import objectives
 from leae_jax import outputs
 from leae_jax import sharding
 from leae_jax import views
+from leae_jax import workdir_lock
 
 PyTree = Any
 
@@ -383,7 +385,8 @@ def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str,
 #: Errors a user can fix (bad data, a diverged run, a config that does not fit
 #: its checkpoint, a full disk): the command line prints their message alone.
 USER_ERRORS = (data.DatasetUnavailableError, NonFiniteLossError,
-               checkpoints.IncompatibleCheckpointError, outputs.WriteError)
+               checkpoints.IncompatibleCheckpointError, outputs.WriteError,
+               workdir_lock.WorkdirBusyError)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
@@ -391,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
   """Trains `config` in `workdir`, evaluating periodically; returns the final eval metrics.
 
   Resumes automatically from the newest loadable checkpoint in `workdir`.
+  Holds the workdir's lock while it trains (`workdir_lock`): a second run on
+  the same workdir raises `WorkdirBusyError` before writing anything.
   SIGTERM saves a checkpoint at the current step and returns early with
   `preempted=True`. A non-finite loss raises `NonFiniteLossError` before any
   checkpoint of the bad state is written; a failed write raises
@@ -409,8 +414,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
     if "image_channels" not in config:  # not resolved yet (library use; the CLI resolves)
       config = resolve(config)
     trainer = Trainer(config)
+  open_splits(trainer.config)  # a missing or corrupt dataset fails now, before anything compiles
+  # One run per workdir: a second one stops here, before it writes anything
+  # (process 0 holds the lock for a run of several processes).
+  lock = (workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext())
+  with lock:
+    return _train_and_evaluate(trainer, workdir, name)
+
+
+def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, Any]:
   config = trainer.config
-  open_splits(config)  # a missing or corrupt dataset fails now, before anything compiles
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)
