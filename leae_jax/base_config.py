@@ -112,6 +112,9 @@ def get_base_config(modality: str = "image") -> ml_collections.ConfigDict:
   c.eval_batches = -1  # -1: the whole test split
   c.num_grid_images = 8
   c.progress_bar = True
+  # Resuming a workdir may not change what is trained (`resume_check`) unless
+  # these fields are named, comma-separated (a name covers the fields under it).
+  c.allow_changes = ""
   return c
 
 

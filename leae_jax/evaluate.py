@@ -34,6 +34,7 @@ from leae_jax import evaluation
 from leae_jax import objectives
 from leae_jax import outputs
 from leae_jax import probe as probe_lib
+from leae_jax import resume_check
 from leae_jax import train
 
 
@@ -117,6 +118,9 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
                                         if objectives.spec(config.objective.name).judged else None))
   health, eig = evaluation.latent_health(result.codes, seed=config.seed)
   results.update(health)
+  changed = resume_check.changed_fields(workdir)
+  if changed:  # a resume changed what is trained, on purpose (`--config.allow_changes`)
+    results["changed_on_resume"] = sorted(changed)
   info = data.describe(config.dataset, **data.config_options(config))
   if probe and info.has_labels and info.num_classes:
     train_codes, train_labels = evaluation.encode_split(trainer, state, "train", probe_train_examples)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import time
@@ -40,6 +41,7 @@ from leae_jax import modalities
 from leae_jax import models
 from leae_jax import objectives
 from leae_jax import outputs
+from leae_jax import resume_check
 from leae_jax import sharding
 from leae_jax import views
 from leae_jax import workdir_lock
@@ -386,7 +388,7 @@ def _summarise(buffer: list[dict[str, jax.Array]], first_step: int) -> dict[str,
 #: its checkpoint, a full disk): the command line prints their message alone.
 USER_ERRORS = (data.DatasetUnavailableError, NonFiniteLossError,
                checkpoints.IncompatibleCheckpointError, outputs.WriteError,
-               workdir_lock.WorkdirBusyError)
+               workdir_lock.WorkdirBusyError, resume_check.ResumeChangedError)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
@@ -423,9 +425,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict | None, workdir: str, *
     return _train_and_evaluate(trainer, workdir, name)
 
 
+def _check_resume(workdir: str, resolved: dict[str, Any]) -> dict[str, list[Any]]:
+  """The changes from the run stored in `workdir` (none for a new run); `resume_check.check`
+  refuses those that change what is trained."""
+  stored_path = os.path.join(workdir, "config.json")
+  ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+  has_steps = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+  if not (has_steps and os.path.exists(stored_path)):
+    return {}
+  with open(stored_path, encoding="utf-8") as f:
+    # Fields added since the run was stored take today's defaults, as a resume reads them.
+    stored = json.loads(base_config.from_saved(json.load(f)).to_json_best_effort())
+  return resume_check.check(stored, resolved, resolved.get("allow_changes", ""), workdir)
+
+
 def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, Any]:
   config = trainer.config
   is_main = jax.process_index() == 0
+  resolved = json.loads(config.to_json_best_effort())
+  changed = _check_resume(workdir, resolved)  # before config.json is overwritten
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     logging.info("Resolved config:\n%s", config)
@@ -453,6 +471,8 @@ def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, 
       logging.info("Dropped %d metrics records logged after step %d.", dropped, restored.step)
   elif is_main:
     writer.write_scalars(0, {"num_params": n_params})
+  if is_main:
+    resume_check.record(workdir, resolved, restored.step if restored is not None else 0, changed)
   mesh = dict(trainer.mesh.shape)
   devices = (f"{jax.device_count()} {jax.devices()[0].platform} device"
              f"{'s' if jax.device_count() > 1 else ''}"

@@ -375,3 +375,15 @@ def test_a_stopped_run_stores_no_result(tmp_path):
   assert ladder.run(out, jobs, workdir_root=str(tmp_path / "w"), train_fn=stopped,
                     log=lambda m: None) == 0
   assert len(calls) == 1 and not os.path.exists(ladder.result_path(out, "mse", 0, 4))
+
+
+def test_a_run_changed_on_resume_is_marked(tmp_path):
+  out = str(tmp_path / "results")
+  for s in range(2):
+    row = _result("mse", s, 400, 20.0 + s, 0.8,
+                  **({"changed_on_resume": ["learning_rate"]} if s == 1 else {}))
+    path = ladder.result_path(out, "mse", s, 400)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    json.dump(row, open(path, "w"))
+  report = open(ladder.write_report(out, command="ladder test")).read()
+  assert "| `mse` | pixel MSE baseline | 2 (seeds [1] changed on resume) |" in report

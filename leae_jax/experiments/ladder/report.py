@@ -190,6 +190,8 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
         continue
       desc = rung.description + (f" (caveat: {rung.caveat})" if rung.caveat else "")
       seeds = f"{len(cell['seeds'])}" + (f" ({cell['platform']})" if cell["platform"] != home else "")
+      if cell.get("changed_on_resume"):
+        seeds += f" (seeds {cell['changed_on_resume']} changed on resume)"
       lines.append(f"| `{rung.name}` | {desc} | {seeds} | "
                    + " | ".join(mean_std(cell.get(k), d) for k, _, d in shown) + " |")
     lines.append("")

@@ -75,6 +75,8 @@ def aggregate_by_platform(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int
     cell = table.setdefault((r["rung"], int(r["steps"])), {}).setdefault(
         platform, {"seeds": [], "platform": platform})
     cell["seeds"].append(int(r["seed"]))
+    if r.get("changed_on_resume"):  # a resume changed what was trained, on purpose
+      cell.setdefault("changed_on_resume", []).append(int(r["seed"]))
     for key, _, _ in METRICS + IMAGE_METRICS:
       if r.get(key) is not None:
         cell.setdefault(key, []).append(float(r[key]))
