@@ -447,8 +447,6 @@ def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, 
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     logging.info("Resolved config:\n%s", config)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   logging.info("Process %d of %d loads %d images of every global batch of %d; mesh %s.",
                jax.process_index(), jax.process_count(), config.batch_size // jax.process_count(),
@@ -456,6 +454,9 @@ def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, 
   ckpt = checkpoints.Checkpointer(workdir, config, keep=int(config.checkpoints_to_keep))
   state = trainer.init_state()
   restored = ckpt.restore(state)
+  if is_main:  # only once the stored state fits: a refused resume leaves the run's record alone
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   writer = outputs.MetricWriter(workdir, enabled=is_main)
   n_params = models.count_params(state.params)
   num_steps = int(config.num_train_steps)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,10 +202,23 @@ def test_incompatible_model_config_is_a_one_line_error(tmp_path):
       [sys.executable, "-m", "leae_jax.main", f"--workdir={tmp_path}", "--config=configs/shapes.py",
        "--config.model.hidden=16", "--config.model.latent_channels=4", "--config.progress_bar=false"],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-  assert proc.returncode != 0
+  assert proc.returncode == 2
+  # First the resume check: another experiment (model, objective, ...) is refused by name.
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "holds a run of another experiment" in last and "model.hidden 8 → 16" in last
+  allow = re.search(r"--config\.allow_changes=(\S+), or give", last).group(1)
+  stored = open(tmp_path / "config.json").read()
+  # Allowed on purpose, the state of another shape still cannot be restored.
+  proc = subprocess.run(
+      [sys.executable, "-m", "leae_jax.main", f"--workdir={tmp_path}", "--config=configs/shapes.py",
+       "--config.model.hidden=16", "--config.model.latent_channels=4", "--config.progress_bar=false",
+       f"--config.allow_changes={allow}"],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: Checkpoint") and "model.hidden: checkpoint 8 vs config 16" in last
   assert "Traceback" not in proc.stderr
+  assert open(tmp_path / "config.json").read() == stored  # the run's record is untouched
 
 
 def test_harmless_config_changes_resume(tmp_path, capsys):

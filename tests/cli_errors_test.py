@@ -296,8 +296,12 @@ CASES = [
      "broken_image/train/cat/1.jpg cannot be decoded as an image"),
     ("image_folder_fit", "main", [SHAPES, "--workdir={wd}", "--config.fit=stretch"],
      "fit='stretch' is not valid: it must be one of auto, pad, resize, center_crop"),
-    # Resuming with a config whose state has another shape.
-    ("resume_other_shape", "main", [SHAPES, "--workdir={run}", *TINY, "--config.model.hidden=12"],
+    # Resuming with another model: refused as a change of experiment; allowed on
+    # purpose, a state of another shape still cannot be restored.
+    ("resume_other_model", "main", [SHAPES, "--workdir={run}", *TINY, "--config.model.hidden=12"],
+     "holds a run of another experiment: model.hidden 8 → 12"),
+    ("resume_other_shape", "main", [SHAPES, "--workdir={run}", *TINY, "--config.model.hidden=12",
+                                    "--config.allow_changes=model.hidden"],
      "does not fit this config: model.hidden: checkpoint 8 vs config 12"),
     # leae_jax.evaluate.
     ("evaluate_step", "evaluate", ["--workdir={run}", "--step=999", "--probe=false"],
