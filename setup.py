@@ -53,7 +53,8 @@ setuptools.setup(
     description="Self-teaching autoencoder: reconstruction learned from latent agreement alone.",
     packages=setuptools.find_packages(include=["leae_jax", "leae_jax.*"]),
     # The Fréchet distance's feature nets, trained here (`python -m leae_jax.frechet`).
-    package_data={"leae_jax": ["frechet_nets/*.msgpack", "frechet_nets/*.json"]},
+    package_data={"leae_jax": ["frechet_nets/*.msgpack", "frechet_nets/*.json",
+                              "pretrained_models/*/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -99,3 +99,19 @@ def test_bad_folders_are_refused_with_one_line(run, tmp_path):
   os.remove(copy / "config.json")
   with pytest.raises(ValueError, match="config.json is missing"):
     pretrained.load(str(copy))
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_a_shipped_model_reconstructs_as_its_card_says(name):
+  from leae_jax import data
+  from leae_jax import metrics
+  model = pretrained.load(name)  # the sha256 in model.json checks the weights
+  assert model.info["metrics"]["psnr"] > 15
+  try:
+    images, _ = data.load_arrays(model.config.dataset, "test", 500, to_float=True,
+                                 **data.config_options(model.config))
+  except data.DatasetUnavailableError:
+    pytest.skip(f"no {model.config.dataset} on this machine")
+  psnr = float(np.mean(metrics.per_image_psnr(model.reconstruct(images), images)))
+  # The card's PSNR is over the whole test split; 500 images agree within half a dB.
+  assert abs(psnr - model.info["metrics"]["psnr"]) < 0.5, (psnr, model.info["metrics"])
