@@ -108,10 +108,11 @@ def _commit() -> str:
 
 
 def _describe_objective(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  o = config.objective
-  judged = o.name in ("self_teaching", "masked_self_teaching")
-  return {"objective": o.name, "judge": o.judge if judged else None,
-          "views": o.views if o.name == "self_teaching" else None,
+  from leae_jax import objectives  # pylint: disable=g-import-not-at-top  (only for saving)
+
+  o, spec = config.objective, objectives.spec(config.objective.name)
+  return {"objective": o.name, "judge": o.judge if spec.judged else None,
+          "views": o.views if "views" in spec.reads else None,
           "sigreg_weight": float(o.sigreg_weight)}
 
 

@@ -28,7 +28,6 @@ from leae_jax import cli
 
 FLAGS = flags.FLAGS
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-MASKED_OBJECTIVES = ("masked_self_teaching", "masked_mse")
 
 
 def define_flags() -> None:
@@ -107,6 +106,7 @@ def main(argv):
   del argv  # cli.run rejects positional arguments
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
+  from leae_jax import objectives  # pylint: disable=g-import-not-at-top
   from leae_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   if FLAGS.scale < 1:
@@ -116,7 +116,7 @@ def main(argv):
     model = pretrained.load(FLAGS.model)
   except ValueError as err:
     raise cli.UserError(f"--model={FLAGS.model}: {err}") from err
-  masked = model.config.objective.name in MASKED_OBJECTIVES
+  masked = objectives.spec(model.config.objective.name).masked
   if FLAGS.mask is not None and not masked:
     raise cli.UserError(f"--mask={FLAGS.mask}: this model ({model.config.objective.name}) was not "
                         "trained to inpaint; --mask applies to masked_self_teaching and masked_mse "
