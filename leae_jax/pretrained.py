@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -69,14 +70,17 @@ class Pretrained:
     return self.decode(self.encode(images))
 
 
+# Jitted once per model (the module is a static, hashable argument): a notebook's
+# repeated calls reuse the compiled function instead of tracing a new lambda each time.
+@functools.partial(jax.jit, static_argnums=0)
 def _encode(model, variables, images):
-  return jax.jit(lambda v, x: models.encode(model, v["params"]["encoder"], v["batch_stats"],
-                                            models.unit_range(x), train=False)[0])(
-                                                variables, images)
+  return models.encode(model, variables["params"]["encoder"], variables["batch_stats"],
+                       models.unit_range(images), train=False)[0]
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _decode(model, variables, codes):
-  return jax.jit(lambda v, z: models.decode(model, v["params"]["decoder"], z))(variables, codes)
+  return models.decode(model, variables["params"]["decoder"], codes)
 
 
 def names() -> list[str]:
