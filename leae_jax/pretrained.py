@@ -14,7 +14,15 @@ upload of the folder):
 * `model.json`: the format, the versions that wrote it, the msgpack's
   sha256, the step, the parameter count, the test metrics and the commands
   that produced and measured them;
-* `README.md`: the model card.
+* `README.md`: the model card;
+* `examples.msgpack` (optional): a few test images of the model's data with
+  their labels (`Pretrained.examples`), so a notebook shows the model at work
+  in seconds on a machine that has none of its data.
+
+From a training run's workdir, on the command line:
+
+    python -m leae_jax.pretrained --workdir=WORKDIR --out=FOLDER \
+        [--step=N] [--metrics=eval_N.json] [--examples=16] [--data="..."]
 
 Flax msgpack rather than safetensors: it is Flax's own serialisation (no
 further dependency), restores the nested parameter tree exactly, and is what
@@ -34,10 +42,13 @@ import os
 import subprocess
 from typing import Any
 
+from absl import flags
 import jax
 import ml_collections
+import numpy as np
 
 from leae_jax import base_config
+from leae_jax import cli
 from leae_jax import models
 from leae_jax import weights
 
@@ -45,6 +56,10 @@ FORMAT = "leae_jax.pretrained/1"
 #: Models shipped inside the package, one folder each (`names()`).
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 FILES = ("config.json", "model.msgpack", "model.json", "README.md")
+EXAMPLES = "examples.msgpack"  # optional: a few test images (`save(examples=...)`)
+#: The metrics a model card shows, where the evaluation measured them.
+CARD_METRICS = ("psnr", "ssim", "spectral_power_b3", "frechet_distance", "saturation_ratio",
+                "chroma_psnr", "probe_accuracy", "latent_effective_rank")
 
 PyTree = Any
 
@@ -57,6 +72,10 @@ class Pretrained:
   model: Any
   variables: dict[str, PyTree]
   info: dict[str, Any]
+  #: A few test images of the model's data, uint8 `(N, *input_shape)`, and their labels
+  #: (`(N,)` int32), where the folder ships them; else None.
+  examples: np.ndarray | None = None
+  example_labels: np.ndarray | None = None
 
   def encode(self, images: jax.Array) -> jax.Array:
     """Images (floats in [0, 1], or uint8) → codes, with the running statistics (inference)."""
@@ -122,7 +141,8 @@ def _describe_objective(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
          step: int | None = None, metrics: dict[str, float] | None = None,
-         metrics_command: str = "", train_command: str = "", data: str = "") -> str:
+         metrics_command: str = "", train_command: str = "", data: str = "",
+         examples: tuple[np.ndarray, np.ndarray] | None = None) -> str:
   """Writes the portable folder of a trained model; returns `out_dir`.
 
   Args:
@@ -134,6 +154,8 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
     metrics_command: the command that measured `metrics`.
     train_command: the command that trained the run.
     data: a note on the data (e.g. "CIFAR-10 (JPEG q75) image folder").
+    examples: `(images, labels)`: a few test images, uint8 `(N, *input_shape)`,
+      and int labels `(N,)`, stored as `examples.msgpack` (`Pretrained.examples`).
   """
   if isinstance(source, str):
     from leae_jax import evaluate  # pylint: disable=g-import-not-at-top  (heavy; not for loading)
@@ -167,6 +189,10 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
       "sha256": weights.sha256(payload),
   }
   os.makedirs(out_dir, exist_ok=True)
+  if examples is not None:
+    info["examples"] = _write_examples(out_dir, *examples, shape=info["input_shape"])
+  elif os.path.exists(os.path.join(out_dir, EXAMPLES)):
+    os.remove(os.path.join(out_dir, EXAMPLES))  # a stale one would describe another model
   weights.write_atomic(os.path.join(out_dir, "model.msgpack"), payload)
   weights.write_atomic(os.path.join(out_dir, "config.json"),
                        (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode())
@@ -174,6 +200,21 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
                        (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
   weights.write_atomic(os.path.join(out_dir, "README.md"), model_card(info).encode())
   return out_dir
+
+
+def _write_examples(out_dir: str, images: np.ndarray, labels: np.ndarray, *,
+                    shape: list[int]) -> dict[str, Any]:
+  """Writes `examples.msgpack`; returns its entry of `model.json`."""
+  images, labels = np.asarray(images), np.asarray(labels, np.int32)
+  if images.dtype != np.uint8 or list(images.shape[1:]) != list(shape):
+    raise ValueError(f"examples: uint8 images of shape (N, {', '.join(map(str, shape))}) expected, "
+                     f"got {images.dtype} {images.shape}.")
+  if labels.shape != images.shape[:1]:
+    raise ValueError(f"examples: {len(images)} images but labels of shape {labels.shape}.")
+  payload = weights.to_bytes({"images": images, "labels": labels})
+  weights.write_atomic(os.path.join(out_dir, EXAMPLES), payload)
+  return {"file": EXAMPLES, "count": int(len(images)), "sha256": weights.sha256(payload),
+          "what": "the first test images of the data, as the model's evaluation reads them"}
 
 
 def _input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -213,7 +254,9 @@ def model_card(info: dict[str, Any]) -> str:
       lines += ["Measured by:", "", "```bash", info["metrics_command"], "```", ""]
   lines += ["Files: `config.json` (the resolved config), `model.msgpack` (parameters and the code "
             "norm's running statistics, Flax msgpack), `model.json` (format, versions, sha256, "
-            "metrics).", ""]
+            "metrics)" + (f", `{EXAMPLES}` ({info['examples']['count']} test images and their "
+                          "labels: `model.examples`, `model.example_labels`)"
+                          if info.get("examples") else "") + ".", ""]
   return "\n".join(lines)
 
 
@@ -262,4 +305,89 @@ def load(name_or_dir: str) -> Pretrained:
                                     "batch_stats": template["batch_stats"]},
                                    what=f"weights of this {config.dataset} model",
                                    recorded_in="model.json")
-  return Pretrained(config=config, model=model, variables=variables, info=info)
+  examples = labels = None
+  if info.get("examples"):
+    entry = info["examples"]
+    count, shape = int(entry["count"]), tuple(info["input_shape"])
+    stored = weights.read_checked(
+        os.path.join(folder, entry["file"]), str(entry["sha256"]),
+        {"images": jax.ShapeDtypeStruct((count, *shape), np.uint8),
+         "labels": jax.ShapeDtypeStruct((count,), np.int32)},
+        what="example images", recorded_in="model.json")
+    examples, labels = np.asarray(stored["images"]), np.asarray(stored["labels"])
+  return Pretrained(config=config, model=model, variables=variables, info=info,
+                    examples=examples, example_labels=labels)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "The training run's workdir.")
+  flags.DEFINE_string("out", None, "The model folder to write.")
+  flags.DEFINE_integer("step", None, "The checkpoint to save (default: the newest).")
+  flags.DEFINE_string("metrics", None, "A JSON of test metrics for the card: `evaluate`'s "
+                      "eval_<step>.json or a ladder result (default: <workdir>/eval_<step>.json "
+                      "if it exists).")
+  flags.DEFINE_string("metrics_command", "", "The command that measured --metrics.")
+  flags.DEFINE_string("train_command", "", "The command that trained the run.")
+  flags.DEFINE_string("data", "", "A note on the data for the card (default: the dataset's name).")
+  flags.DEFINE_integer("examples", 16, "Test images to store in the folder (0: none).")
+  flags.mark_flags_as_required(["workdir", "out"])
+
+
+def _card_metrics(path: str, step: int) -> dict[str, float]:
+  try:
+    with open(path, encoding="utf-8") as f:
+      measured = json.load(f)
+    found = {k: float(measured[k]) for k in CARD_METRICS if k in measured}
+  except (OSError, ValueError, TypeError) as err:
+    raise cli.UserError(f"--metrics={path}: not a JSON of metrics ({cli.first_line(err)}).") from err
+  if not found:
+    raise cli.UserError(f"--metrics={path}: holds none of {', '.join(CARD_METRICS)}.")
+  if "step" in measured and int(measured["step"]) != step:
+    raise cli.UserError(f"--metrics={path}: measured step {measured['step']}, but the saved "
+                        f"checkpoint is step {step}.")
+  return found
+
+
+def main(argv):
+  """`python -m leae_jax.pretrained`: a workdir's checkpoint as a model folder."""
+  del argv  # cli.run rejects positional arguments
+  # Training's modules only here: loading a model stays light.
+  from leae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from leae_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from leae_jax import train  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.examples < 0:
+    raise cli.UserError(f"--examples={FLAGS.examples} is not valid: it must be >= 0.")
+
+  try:
+    config = evaluate.load_config(FLAGS.workdir)
+    state = evaluate.restore_state(FLAGS.workdir, config, train.Trainer(config), FLAGS.step)
+  except (FileNotFoundError, ValueError) as err:  # no run, no such step, a config it cannot use
+    raise cli.UserError(err) from err
+  step = int(jax.device_get(state.step))
+  metrics_path = FLAGS.metrics or os.path.join(FLAGS.workdir, f"eval_{step}.json")
+  card = (_card_metrics(metrics_path, step)
+          if FLAGS.metrics or os.path.exists(metrics_path) else None)
+  examples = None
+  if FLAGS.examples:
+    images, labels = data_lib.load_arrays(config.dataset, "test", FLAGS.examples,
+                                          **data_lib.config_options(config))
+    if images.dtype != np.uint8:  # procedural data comes as floats in [0, 1]
+      images = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    examples = images, labels
+  out = cli.check_writable_dir(FLAGS.out, "--out")
+  save((config, state), out, metrics=card, data=FLAGS.data,
+       metrics_command=FLAGS.metrics_command if card else "",
+       train_command=FLAGS.train_command, examples=examples)
+  print(f"saved step {step} of {FLAGS.workdir} into {out}"
+        + (f" ({len(card)} metrics on its card)" if card else " (no metrics: none measured)"))
+
+
+if __name__ == "__main__":
+  define_flags()
+  from leae_jax import train as _train  # pylint: disable=g-import-not-at-top
+
+  cli.run(main, config_flags=(), user_errors=_train.USER_ERRORS)

@@ -1,6 +1,7 @@
 """Every bad input through the real command lines: one `error:` line, no traceback.
 
-Each case is a real `python -m leae_jax.{main,evaluate,bench,prepare,experiments.*}` command line,
+Each case is a real `python -m leae_jax.{main,evaluate,pretrained,bench,prepare,experiments.*}`
+command line,
 run in its own (forked: see cli_server.py) process. The test asserts that
 stderr holds exactly one line, that it starts with `error: ` and says what
 the case expects (the field, the value, what would be valid), that the exit
@@ -311,6 +312,17 @@ CASES = [
     ("evaluate_positional", "evaluate", ["--workdir={run}", "extra"], "unexpected arguments"),
     ("evaluate_batches", "evaluate", ["--workdir={run}", "--eval_batches=0"],
      "--eval_batches=0 is not valid"),
+    # leae_jax.pretrained (a workdir as a model folder).
+    ("pretrained_step", "pretrained", ["--workdir={run}", "--out={wd}", "--step=999"],
+     "No checkpoint for step 999"),
+    ("pretrained_not_a_run", "pretrained", ["--workdir={tfds}", "--out={wd}"],
+     "config.json not found"),
+    ("pretrained_metrics", "pretrained", ["--workdir={run}", "--out={wd}", "--metrics={file}"],
+     "--metrics={file}: not a JSON of metrics"),
+    ("pretrained_examples", "pretrained", ["--workdir={run}", "--out={wd}", "--examples=-1"],
+     "--examples=-1 is not valid: it must be >= 0."),
+    ("pretrained_out_file", "pretrained", ["--workdir={run}", "--out={file}/x"],
+     "a_file/x: cannot write there (Not a directory)"),
     # leae_jax.bench.
     ("bench_config_missing", "bench", ["--config=configs/nope.py"], "no such file"),
     ("bench_field", "bench", [SHAPES, "--config.modle.hidden=3"],

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -231,3 +233,10 @@ def cifar10_subset(root, train_per_class: int = 12, test_per_class: int = 4) -> 
         except OSError:
           shutil.copy(os.path.join(source, file_name), os.path.join(target, file_name))
   return os.fspath(root)
+
+
+def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+  """`python -m module args...` from the checkout, as a user would run it (output captured)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=root, capture_output=True,
+                        text=True, timeout=timeout)

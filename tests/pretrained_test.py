@@ -3,11 +3,12 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
 import helpers
+from leae_jax import cli
+from leae_jax import data
 from leae_jax import evaluate
 from leae_jax import models
 from leae_jax import pretrained
@@ -101,9 +102,59 @@ def test_bad_folders_are_refused_with_one_line(run, tmp_path):
     pretrained.load(str(copy))
 
 
+def test_examples_travel_with_the_model_and_are_checked(run, tmp_path):
+  workdir, _ = run
+  config = evaluate.load_config(workdir)
+  state = evaluate.restore_state(workdir, config, train.Trainer(config))
+  images, labels = data.load_arrays("shapes", "test", 6, image_size=config.image_size)
+  images = (images * 255).round().astype(np.uint8)  # the toy shapes come as floats in [0, 1]
+  folder = pretrained.save((config, state), str(tmp_path / "m"), examples=(images, labels))
+  loaded = pretrained.load(folder)
+  np.testing.assert_array_equal(loaded.examples, images)
+  np.testing.assert_array_equal(loaded.example_labels, labels)
+  assert loaded.info["examples"]["count"] == 6
+  assert "`examples.msgpack` (6 test images" in open(os.path.join(folder, "README.md")).read()
+  # Saved again without examples: the old file goes, it would describe another model.
+  pretrained.save((config, state), folder)
+  assert not os.path.exists(os.path.join(folder, pretrained.EXAMPLES))
+  assert pretrained.load(folder).examples is None
+  pretrained.save((config, state), folder, examples=(images, labels))
+  stored = bytearray(open(os.path.join(folder, pretrained.EXAMPLES), "rb").read())
+  stored[-3] ^= 0xFF
+  open(os.path.join(folder, pretrained.EXAMPLES), "wb").write(bytes(stored))
+  with pytest.raises(ValueError, match=r"examples.msgpack: damaged example images"):
+    pretrained.load(folder)
+  side = config.image_size
+  with pytest.raises(ValueError, match=rf"uint8 images of shape \(N, {side}, {side}, 1\) expected"):
+    pretrained.save((config, state), folder, examples=(images.astype(np.float32), labels))
+
+
+def test_the_command_line_saves_a_workdir(run, tmp_path):
+  """`python -m leae_jax.pretrained`: the newest step, the card's metrics from a JSON, examples."""
+  workdir, _ = run
+  measured = tmp_path / "eval.json"
+  measured.write_text(json.dumps({"step": 4, "psnr": 11.25, "ssim": 0.5, "loss": 3.0}))
+  out = tmp_path / "model"
+  proc = helpers.run_module("leae_jax.pretrained", f"--workdir={workdir}", f"--out={out}",
+                            f"--metrics={measured}", "--examples=3",
+                            "--metrics_command=python -m leae_jax.evaluate --workdir=W")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"saved step 4 of {workdir} into {out} (2 metrics on its card)" in proc.stdout
+  loaded = pretrained.load(str(out))
+  assert loaded.info["metrics"] == {"psnr": 11.25, "ssim": 0.5}  # the card's metrics only
+  side = loaded.config.image_size
+  assert loaded.info["step"] == 4 and loaded.examples.shape == (3, side, side, 1)
+  # Metrics of another step than the one saved are refused.
+  measured.write_text(json.dumps({"step": 2, "psnr": 11.25}))
+  proc = helpers.run_module("leae_jax.pretrained", f"--workdir={workdir}", f"--out={out}",
+                            f"--metrics={measured}")
+  assert proc.returncode == cli.EXIT_USAGE
+  assert proc.stderr.strip() == (f"error: --metrics={measured}: measured step 2, but the saved "
+                                 "checkpoint is step 4.")
+
+
 @pytest.mark.parametrize("name", pretrained.names())
 def test_a_shipped_model_reconstructs_as_its_card_says(name):
-  from leae_jax import data
   from leae_jax import metrics
   model = pretrained.load(name)  # the sha256 in model.json checks the weights
   assert model.info["metrics"]["psnr"] > 15
@@ -112,6 +163,11 @@ def test_a_shipped_model_reconstructs_as_its_card_says(name):
                                  **data.config_options(model.config))
   except data.DatasetUnavailableError:
     pytest.skip(f"no {model.config.dataset} on this machine")
+  if model.examples is not None:  # the shipped examples are the first test images, as read here
+    as_read, labels = data.load_arrays(model.config.dataset, "test", len(model.examples),
+                                       **data.config_options(model.config))
+    np.testing.assert_array_equal(model.examples, as_read)
+    np.testing.assert_array_equal(model.example_labels, labels)
   psnr = float(np.mean(metrics.per_image_psnr(model.reconstruct(images), images)))
   # The card's PSNR is over the whole test split; 500 images agree within half a dB.
   assert abs(psnr - model.info["metrics"]["psnr"]) < 0.5, (psnr, model.info["metrics"])

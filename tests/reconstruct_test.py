@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -26,8 +24,7 @@ def model_dir(tmp_path_factory):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "leae_jax.reconstruct", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+  return helpers.run_module("leae_jax.reconstruct", *args)
 
 
 def test_fit_takes_the_central_square_and_resizes_it(tmp_path):
