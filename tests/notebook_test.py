@@ -1,6 +1,7 @@
 """The playground notebook executes top to bottom (few steps)."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -20,8 +21,13 @@ def test_notebook_executes_top_to_bottom():
                                    resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}})
   client.execute()
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  assert f"leae_jax imports from {ROOT}" in text  # the install cell found this checkout
+  # The shipped pair reconstructs its own test images first, in seconds.
+  seconds = float(re.search(r"loaded and reconstructed in ([0-9.]+) s", text).group(1))
+  assert seconds < 60, text
+  assert "fashion_mnist_self_teaching: 1600 steps" in text and "fashion_mnist_mse" in text
   assert "8 steps per run" in text
   assert "test PSNR (dB):" in text and "step_frozen" in text and "live" in text
   images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                for o in c.get("outputs", []))
-  assert images >= 3  # rotation demo, loss curves, reconstructions
+  assert images >= 4  # shipped models, rotation demo, loss curves, reconstructions
