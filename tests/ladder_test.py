@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from leae_jax.experiments import ladder
+from leae_jax.experiments.ladder import running
 
 import helpers
 
@@ -387,3 +388,13 @@ def test_a_run_changed_on_resume_is_marked(tmp_path):
     json.dump(row, open(path, "w"))
   report = open(ladder.write_report(out, command="ladder test")).read()
   assert "| `mse` | pixel MSE baseline | 2 (seeds [1] changed on resume) |" in report
+
+
+def test_the_recorded_command_names_the_ladders_folder_wherever_the_checkout_is(tmp_path):
+  # A run from another worktree writes into this checkout by absolute path; its page's
+  # command still reads as the checkout-relative folder a reader can run.
+  assert running.shown_out(str(tmp_path / "elsewhere" / "docs" / "results"), "docs/results") == (
+      "docs/results")
+  assert running.shown_out("docs/results_cifar10", "docs/results_cifar10") == "docs/results_cifar10"
+  assert running.shown_out(str(tmp_path / "mine"), "docs/results") == str(tmp_path / "mine")
+  assert running.shown_out("docs/results_cifar10", "docs/results") == "docs/results_cifar10"

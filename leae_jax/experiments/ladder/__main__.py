@@ -13,6 +13,7 @@ from leae_jax.experiments.ladder.running import plan
 from leae_jax.experiments.ladder.running import record_command
 from leae_jax.experiments.ladder.running import reference_probes
 from leae_jax.experiments.ladder.running import run
+from leae_jax.experiments.ladder.running import shown_out
 from leae_jax.experiments.ladder.stats import load_results
 
 
@@ -64,7 +65,7 @@ def main(argv):
     raise cli.UserError(f"--out={out}: no stored results under {out}/runs to report; "
                         "run the ladder first (without --report_only).")
   named = ([("dataset", spec.dataset)] if spec.dataset != "fashion_mnist" else []) + [
-      ("out", out), ("seeds", FLAGS.seeds), ("budgets", budget_flags["budgets"]),
+      ("out", shown_out(out, spec.out)), ("seeds", FLAGS.seeds), ("budgets", budget_flags["budgets"]),
       ("curve_budgets", budget_flags["curve_budgets"])]
   if rungs != list(spec.rungs):
     named.append(("rungs", FLAGS.rungs))

@@ -96,6 +96,15 @@ def _where_this_runs() -> dict[str, str]:
           "jax_version": jax.__version__}
 
 
+def shown_out(out: str, default: str) -> str:
+  """`--out` as the page's command shows it: the ladder's own folder (`default`, relative to a
+  checkout) wherever that checkout is, so a command run as `--out=/abs/path/docs/results` reads
+  `--out=docs/results`; any other folder as given."""
+  if os.path.abspath(out).endswith(os.sep + os.path.normpath(default)):
+    return default
+  return out
+
+
 def record_command(out: str, command: str) -> None:
   """Appends `command` and where it runs to `<out>/commands.txt` (once per distinct line),
   so a report can say what produced a folder of results."""
