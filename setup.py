@@ -44,6 +44,7 @@ EXTRAS = {
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",
+        "scikit-image>=0.22",  # its bundled photographs: reconstructing photos nobody here made
     ],
 }
 
