@@ -8,7 +8,9 @@ A folder holds, in the layout a model hub expects (publishing it is one
 upload of the folder):
 
 * `config.json`: the resolved config of the run (`base_config.from_saved`
-  reads it back with today's defaults for any field it lacks);
+  reads it back with today's defaults for any field it lacks), without the
+  training machine's data locations (`LOCATION_FIELDS`; `model.json`'s
+  `data` says what the data were);
 * `model.msgpack`: `{'params': {'encoder', 'decoder'}, 'batch_stats'}` — the
   parameters and the code norm's running statistics — as Flax msgpack;
 * `model.json`: the format, the versions that wrote it, the msgpack's
@@ -56,6 +58,8 @@ FORMAT = "leae_jax.pretrained/1"
 #: Models shipped inside the package, one folder each (`names()`).
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 FILES = ("config.json", "model.msgpack", "model.json", "README.md")
+#: The config's fields that locate the data on the machine that trained it; saved as None.
+LOCATION_FIELDS = ("data_dir", "idx_dir", "prepared_dir")
 EXAMPLES = "examples.msgpack"  # optional: a few test images (`save(examples=...)`)
 #: The metrics a model card shows, where the evaluation measured them.
 CARD_METRICS = ("psnr", "ssim", "spectral_power_b3", "frechet_distance", "saturation_ratio",
@@ -165,6 +169,12 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
     state = evaluate.restore_state(source, config, train.Trainer(config), step)
   else:
     config, state = source
+  # Where the data lay is the training machine's business, not the model's: a folder that
+  # names another machine's paths would send `evaluate` or a loader looking there.
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field in LOCATION_FIELDS:
+      config[field] = None
   variables = {"params": jax.device_get(state.params),
                "batch_stats": jax.device_get(state.batch_stats)}
   payload = weights.to_bytes(variables)

@@ -64,9 +64,14 @@ def test_a_state_saves_as_a_workdir_does(run, tmp_path):
   workdir, folder = run
   config = evaluate.load_config(workdir)
   state = evaluate.restore_state(workdir, config, train.Trainer(config))
+  config.prepared_dir = "/data/on/the/training/machine"
   again = pretrained.save((config, state), str(tmp_path / "again"))
   assert (open(os.path.join(again, "model.msgpack"), "rb").read()
           == open(os.path.join(folder, "model.msgpack"), "rb").read())
+  # The training machine's data locations stay behind; the run's config is unchanged.
+  saved = json.load(open(os.path.join(again, "config.json")))
+  assert [saved[f] for f in pretrained.LOCATION_FIELDS] == [None, None, None]
+  assert config.prepared_dir == "/data/on/the/training/machine"
 
 
 def test_bad_folders_are_refused_with_one_line(run, tmp_path):
@@ -153,19 +158,23 @@ def test_the_command_line_saves_a_workdir(run, tmp_path):
                                  "checkpoint is step 4.")
 
 
+LOCAL_DATA = {"cifar10": {"data_dir": helpers.CIFAR10_FOLDER}}
+
+
 @pytest.mark.parametrize("name", pretrained.names())
 def test_a_shipped_model_reconstructs_as_its_card_says(name):
   from leae_jax import metrics
   model = pretrained.load(name)  # the sha256 in model.json checks the weights
   assert model.info["metrics"]["psnr"] > 15
+  # A shipped config names no data location; the development machines' copies are here.
+  options = {**data.config_options(model.config), **LOCAL_DATA.get(model.config.dataset, {})}
   try:
-    images, _ = data.load_arrays(model.config.dataset, "test", 500, to_float=True,
-                                 **data.config_options(model.config))
+    images, _ = data.load_arrays(model.config.dataset, "test", 500, to_float=True, **options)
   except data.DatasetUnavailableError:
     pytest.skip(f"no {model.config.dataset} on this machine")
   if model.examples is not None:  # the shipped examples are the first test images, as read here
     as_read, labels = data.load_arrays(model.config.dataset, "test", len(model.examples),
-                                       **data.config_options(model.config))
+                                       **options)
     np.testing.assert_array_equal(model.examples, as_read)
     np.testing.assert_array_equal(model.example_labels, labels)
   psnr = float(np.mean(metrics.per_image_psnr(model.reconstruct(images), images)))
