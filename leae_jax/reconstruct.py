@@ -1,24 +1,27 @@
 """Command line: reconstruct your own images with a trained model.
 
-    python -m leae_jax.reconstruct --model=NAME_OR_DIR --images=FILE_OR_DIR --out=DIR
+    python -m leae_jax.reconstruct --model=NAME_OR_DIR[,NAME_OR_DIR...] --images=FILE_OR_DIR --out=DIR
 
 `--model` is a folder written by `pretrained.save` or a shipped model's name
-(`pretrained.names()`). Each image (`.jpg`, `.jpeg`, `.png`, any case; a
-folder's files in name order) is fitted to the model's input as evaluation
-would see a photo: its **central square** is cropped and **resized** (Pillow,
-bicubic with antialiasing) to the model's side, and converted to its channels
-(RGB or grey). `DIR` then holds, per image, `<name>.png`: input |
-reconstruction, and for a masked model (`masked_self_teaching`,
-`masked_mse`) also | masked input | masked reconstruction (a square hole of
-`--mask` of the area, default the model's evaluation ratio, filled with the
-image's mean, as in training); and `reconstruct.json` with each image's PSNR
-(and the PSNR of the masked reconstruction and inside the hole).
+(`pretrained.names()`), or several (same input size) to see them side by
+side. Each image (`.jpg`, `.jpeg`, `.png`, any case; a folder's files in name
+order) is fitted to the models' input as evaluation would see a photo: its
+**central square** is cropped and **resized** (Pillow, bicubic with
+antialiasing) to the model's side, and converted to its channels (RGB or
+grey). `DIR` then holds, per image, `<name>.png`: input | each model's
+reconstruction, for a masked model (`masked_self_teaching`, `masked_mse`)
+followed by | masked input | masked reconstruction (a square hole of `--mask`
+of the area, default the model's evaluation ratio, filled with the image's
+mean, as in training); `sheet.png`, every image's row one under another; and
+`reconstruct.json` with the columns and each image's PSNR per model (and the
+PSNR of the masked reconstruction and inside the hole).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from absl import flags
 import jax
@@ -31,11 +34,12 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("model", None, "A saved model folder or a shipped model's name.")
+  flags.DEFINE_list("model", None, "A saved model folder or a shipped model's name; several "
+                    "(comma-separated, same input size) are shown side by side, in order.")
   flags.DEFINE_string("images", None, "An image file, or a folder of images (.jpg, .jpeg, .png).")
   flags.DEFINE_string("out", None, "Folder for the side-by-side PNGs and reconstruct.json.")
-  flags.DEFINE_float("mask", None, "Masked models: the hole's area ratio (default: the model's "
-                     "evaluation ratio). Refused for other models.")
+  flags.DEFINE_float("mask", None, "Masked models: the hole's area ratio (default: each model's "
+                     "evaluation ratio). Refused where no model is masked.")
   flags.DEFINE_integer("scale", 4, "Each picture's pixels drawn as scale×scale blocks.")
   flags.DEFINE_integer("seed", 0, "Where the holes fall (masked models).")
   flags.mark_flags_as_required(["model", "images", "out"])
@@ -102,56 +106,87 @@ def _picture(rows: list[np.ndarray], scale: int) -> np.ndarray:
   return (np.concatenate(joined, axis=1) * 255).round().astype(np.uint8)
 
 
+def _load(names: list[str], mask: float | None) -> list[tuple[str, Any, float | None]]:
+  """`(name, model, hole ratio or None)` per `--model`; checks they can share one picture."""
+  from leae_jax import objectives  # pylint: disable=g-import-not-at-top
+  from leae_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  loaded = []
+  for name in names:
+    try:
+      model = pretrained.load(name)
+    except ValueError as err:
+      raise cli.UserError(f"--model={name}: {err}") from err
+    if len(model.model.input_shape) != 3:
+      raise cli.UserError(f"--model={name} reconstructs series, not images.")
+    ratio = None
+    if objectives.spec(model.config.objective.name).masked:
+      ratio = float(model.config.objective.eval_mask_ratio if mask is None else mask)
+      if not 0.0 < ratio < 1.0:
+        raise cli.UserError(f"--mask={mask} is not valid: the hole's area ratio must be in (0, 1).")
+    loaded.append((name, model, ratio))
+  if mask is not None and all(ratio is None for _, _, ratio in loaded):
+    which = (f"this model ({loaded[0][1].config.objective.name}) was not trained to inpaint"
+             if len(loaded) == 1 else "none of these models was trained to inpaint")
+    raise cli.UserError(f"--mask={mask}: {which}; --mask applies to masked_self_teaching and "
+                        "masked_mse models.")
+  shapes = {name: tuple(model.model.input_shape) for name, model, _ in loaded}
+  if len(set(shapes.values())) > 1:
+    listed = ", ".join(f"{n} {'×'.join(map(str, s))}" for n, s in shapes.items())
+    raise cli.UserError(f"--model={','.join(names)}: models shown side by side must take the "
+                        f"same input; these take {listed}.")
+  return loaded
+
+
 def main(argv):
   del argv  # cli.run rejects positional arguments
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  from leae_jax import objectives  # pylint: disable=g-import-not-at-top
-  from leae_jax import pretrained  # pylint: disable=g-import-not-at-top
-
   if FLAGS.scale < 1:
     raise cli.UserError(f"--scale={FLAGS.scale} is not valid: it must be >= 1.")
+  if not FLAGS.model:
+    raise cli.UserError("--model is empty: name one or more saved model folders or shipped models.")
   files = image_files(FLAGS.images)
-  try:
-    model = pretrained.load(FLAGS.model)
-  except ValueError as err:
-    raise cli.UserError(f"--model={FLAGS.model}: {err}") from err
-  masked = objectives.spec(model.config.objective.name).masked
-  if FLAGS.mask is not None and not masked:
-    raise cli.UserError(f"--mask={FLAGS.mask}: this model ({model.config.objective.name}) was not "
-                        "trained to inpaint; --mask applies to masked_self_teaching and masked_mse "
-                        "models.")
-  ratio = None
-  if masked:
-    ratio = float(model.config.objective.eval_mask_ratio if FLAGS.mask is None else FLAGS.mask)
-    if not 0.0 < ratio < 1.0:
-      raise cli.UserError(f"--mask={FLAGS.mask} is not valid: the hole's area ratio must be in "
-                          "(0, 1).")
-  shape = model.model.input_shape
-  if len(shape) != 3:
-    raise cli.UserError(f"--model={FLAGS.model} reconstructs series, not images.")
+  loaded = _load(FLAGS.model, FLAGS.mask)
+  shape = loaded[0][1].model.input_shape
   images = np.stack([fit(f, shape[0], shape[2]) for f in files])
   out = cli.check_writable_dir(FLAGS.out, "--out")
-  result = reconstruct(model, images, mask=ratio, seed=FLAGS.seed)
-  rows = ["images", "reconstruction"] + (["masked_input", "masked_reconstruction"] if masked else [])
-  report = []
+  results = {name: reconstruct(model, images, mask=ratio, seed=FLAGS.seed)
+             for name, model, ratio in loaded}
+  report, pictures = [], []
   for i, path in enumerate(files):
     name = os.path.splitext(os.path.basename(path))[0]
-    picture = _picture([result[r][i] for r in rows], FLAGS.scale)
+    panels = [images[i]]
+    entry: dict[str, Any] = {"image": path, "picture": f"{name}.png", "psnr": {}}
+    for model_name, _, ratio in loaded:
+      result = results[model_name]
+      panels.append(result["reconstruction"][i])
+      entry["psnr"][model_name] = float(result["psnr"][i])
+      if ratio is not None:
+        panels += [result["masked_input"][i], result["masked_reconstruction"][i]]
+        entry.setdefault("masked_psnr", {})[model_name] = float(result["masked_psnr"][i])
+        entry.setdefault("hole_psnr", {})[model_name] = float(result["hole_psnr"][i])
+    picture = _picture(panels, FLAGS.scale)
+    pictures.append(picture)
     Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture).save(
         os.path.join(out, f"{name}.png"))
-    entry = {"image": path, "picture": f"{name}.png", "psnr": float(result["psnr"][i])}
-    if masked:
-      entry.update(masked_psnr=float(result["masked_psnr"][i]),
-                   hole_psnr=float(result["hole_psnr"][i]))
     report.append(entry)
-  summary = {"model": FLAGS.model, "fit": "central square, bicubic resize", "side": shape[0],
-             "mask_ratio": ratio, "images": report,
-             "mean_psnr": float(np.mean(result["psnr"]))}
+  if len(pictures) > 1:  # every image's row, one under another
+    gap = np.full((2, *pictures[0].shape[1:]), 255, np.uint8)
+    sheet = np.concatenate([p for picture in pictures for p in (picture, gap)][:-1])
+    Image.fromarray(sheet.squeeze(-1) if sheet.shape[-1] == 1 else sheet).save(
+        os.path.join(out, "sheet.png"))
+  means = {n: float(np.mean(results[n]["psnr"])) for n, _, _ in loaded}
+  summary = {"models": [n for n, _, _ in loaded],
+             "columns": ["input"] + [c for n, _, ratio in loaded for c in (
+                 [n] if ratio is None else [n, f"{n} masked input", f"{n} masked"])],
+             "fit": "central square, bicubic resize", "side": shape[0],
+             "mask_ratio": {n: ratio for n, _, ratio in loaded if ratio is not None} or None,
+             "images": report, "mean_psnr": means}
   with open(os.path.join(out, "reconstruct.json"), "w") as f:
     json.dump(summary, f, indent=1)
-  print(f"reconstructed {len(files)} image(s) into {out} (mean PSNR "
-        f"{summary['mean_psnr']:.2f} dB at {shape[0]} px)")
+  listed = ", ".join(f"{n} {v:.2f} dB" for n, v in means.items())
+  print(f"reconstructed {len(files)} image(s) into {out} (mean PSNR at {shape[0]} px: {listed})")
 
 
 if __name__ == "__main__":

@@ -53,10 +53,32 @@ def test_reconstructs_a_folder_of_photos(model_dir, tmp_path):
   assert "reconstructed 2 image(s)" in result.stdout
   report = json.load(open(out / "reconstruct.json"))
   assert [os.path.basename(e["image"]) for e in report["images"]] == ["a.jpg", "b.PNG"]
-  assert all(np.isfinite(e["psnr"]) for e in report["images"])
+  assert all(np.isfinite(e["psnr"][model_dir]) for e in report["images"])
+  assert report["columns"] == ["input", model_dir]
   # input | reconstruction, each 32 px drawn at ×2, with a 2 px gap; one grey channel.
   picture = np.asarray(Image.open(out / "a.png"))
   assert picture.shape == (64, 2 * 64 + 2)
+  # The sheet: both rows, one under the other, 2 px apart.
+  sheet = np.asarray(Image.open(out / "sheet.png"))
+  assert sheet.shape == (2 * 64 + 2, 2 * 64 + 2)
+  np.testing.assert_array_equal(sheet[:64], picture)
+
+
+def test_several_models_side_by_side(model_dir, tmp_path):
+  """Two models: input | first | second; each model's PSNR is what it alone gives."""
+  photo = tmp_path / "p.png"
+  Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), np.uint8)).save(photo)
+  alone, both = tmp_path / "alone", tmp_path / "both"
+  assert _cli(f"--model={model_dir}", f"--images={photo}", f"--out={alone}").returncode == 0
+  result = _cli(f"--model={model_dir},{model_dir}", f"--images={photo}", f"--out={both}")
+  assert result.returncode == 0, result.stderr
+  one = json.load(open(alone / "reconstruct.json"))["images"][0]["psnr"][model_dir]
+  report = json.load(open(both / "reconstruct.json"))
+  assert report["columns"] == ["input", model_dir, model_dir]
+  assert report["images"][0]["psnr"] == {model_dir: one}
+  picture = np.asarray(Image.open(both / "p.png"))
+  assert picture.shape == (128, 3 * 128 + 4)
+  np.testing.assert_array_equal(picture[:, 130:258], picture[:, 260:])  # same model, same panel
 
 
 @pytest.mark.parametrize("args,message", [
@@ -102,6 +124,32 @@ def test_a_shipped_colour_model_reconstructs_photographs(tmp_path):
   assert len(report["images"]) == len(PHOTOS)
   # A model trained on natural 32 px images reconstructs natural photos fitted to 32 px
   # about as well as its test images (CIFAR-10 test PSNR ~20 dB); noise would give ~10 dB.
-  assert all(e["psnr"] > 15 for e in report["images"]), report["images"]
+  assert all(e["psnr"][colour[0]] > 15 for e in report["images"]), report["images"]
   picture = np.asarray(Image.open(out / "astronaut.png"))
   assert picture.shape == (128, 2 * 128 + 2, 3)
+
+
+def test_a_masked_model_adds_the_masked_input_and_its_reconstruction(model_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(helpers.tiny_config(num_train_steps=2,
+                                               **{"objective.name": "masked_self_teaching"}),
+                           workdir)
+  masked_dir = pretrained.save(workdir, str(tmp_path / "masked"))
+  photo = tmp_path / "p.png"
+  Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 40, 3), np.uint8)).save(photo)
+  out = tmp_path / "out"
+  result = _cli(f"--model={model_dir},{masked_dir}", f"--images={photo}", f"--out={out}",
+                "--mask=0.25", "--scale=1")
+  assert result.returncode == 0, result.stderr
+  report = json.load(open(out / "reconstruct.json"))
+  assert report["columns"] == ["input", model_dir, masked_dir, f"{masked_dir} masked input",
+                               f"{masked_dir} masked"]
+  assert report["mask_ratio"] == {masked_dir: 0.25}
+  entry = report["images"][0]
+  assert set(entry["hole_psnr"]) == {masked_dir} and np.isfinite(entry["hole_psnr"][masked_dir])
+  picture = np.asarray(Image.open(out / "p.png"))
+  assert picture.shape == (32, 5 * 32 + 4 * 2)
+  # The masked input panel: a quarter of its area is one flat value (the image's mean).
+  masked_input = picture[:, 3 * 34:3 * 34 + 32].astype(np.float32)
+  values, counts = np.unique(masked_input, return_counts=True)
+  assert counts.max() >= 0.2 * masked_input.size
