@@ -122,12 +122,15 @@ def _version() -> str:
 
 
 def _commit() -> str:
-  """The checkout's commit (with `+changes` when it has uncommitted ones), or 'unknown'."""
+  """The checkout's commit (with `+changes` when the package's code has uncommitted changes),
+  or 'unknown'."""
   here = os.path.dirname(os.path.abspath(__file__))
   try:
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
                           text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+    # Only the package's code counts (not results beside it, nor the model folders it writes).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)pretrained_models"], cwd=here,
                            capture_output=True, text=True, timeout=10, check=True).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return "unknown"
