@@ -25,7 +25,7 @@ def test_notebook_executes_top_to_bottom():
   # The shipped pair reconstructs its own test images first, in seconds.
   seconds = float(re.search(r"loaded and reconstructed in ([0-9.]+) s", text).group(1))
   assert seconds < 60, text
-  assert "fashion_mnist_self_teaching: 1600 steps" in text and "fashion_mnist_mse" in text
+  assert "cifar10_self_teaching: 1955 steps" in text and "cifar10_mse: 1955 steps" in text
   assert "8 steps per run" in text
   assert "test PSNR (dB):" in text and "step_frozen" in text and "live" in text
   images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"

@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 
 import helpers
+from leae_jax import metrics
 from leae_jax import pretrained
 from leae_jax import reconstruct
 from leae_jax import train
@@ -87,6 +88,9 @@ def test_several_models_side_by_side(model_dir, tmp_path):
     (["--images={empty}"], "holds no .jpg, .jpeg, .png files"),
     (["--images={good}", "--model=no_such_model"], "not a shipped model's name"),
     (["--images={good}", "--mask=0.3"], "was not trained to inpaint"),
+    (["--images={good}", "--model=fashion_mnist_mse,cifar10_mse"],
+     "models shown side by side must take the same input; these take fashion_mnist_mse 32×32×1, "
+     "cifar10_mse 32×32×3"),
 ])
 def test_bad_input_gets_one_line(model_dir, tmp_path, args, message):
   (tmp_path / "bad.png").write_bytes(b"not a png")
@@ -122,9 +126,13 @@ def test_a_shipped_colour_model_reconstructs_photographs(tmp_path):
   assert result.returncode == 0, result.stderr
   report = json.load(open(out / "reconstruct.json"))
   assert len(report["images"]) == len(PHOTOS)
-  # A model trained on natural 32 px images reconstructs natural photos fitted to 32 px
-  # about as well as its test images (CIFAR-10 test PSNR ~20 dB); noise would give ~10 dB.
-  assert all(e["psnr"][colour[0]] > 15 for e in report["images"]), report["images"]
+  # A model trained on natural 32 px images reconstructs natural photos fitted to 32 px: each
+  # beats the photo's own mean colour (a flat image: 11-19 dB here) by more than 2 dB.
+  for entry in report["images"]:
+    fitted = reconstruct.fit(entry["image"], 32, 3)
+    flat = np.broadcast_to(fitted.mean(axis=(0, 1)), fitted.shape)
+    floor = float(metrics.per_image_psnr(flat[None], fitted[None])[0])
+    assert entry["psnr"][colour[0]] > floor + 2, (entry, floor)
   picture = np.asarray(Image.open(out / "astronaut.png"))
   assert picture.shape == (128, 2 * 128 + 2, 3)
 
