@@ -354,11 +354,12 @@ def _card_metrics(path: str, step: int) -> dict[str, float]:
     with open(path, encoding="utf-8") as f:
       measured = json.load(f)
     found = {k: float(measured[k]) for k in CARD_METRICS if k in measured}
-  except (OSError, ValueError, TypeError) as err:
+    measured_step = int(measured.get("step", step))
+  except (OSError, ValueError, TypeError, AttributeError) as err:
     raise cli.UserError(f"--metrics={path}: not a JSON of metrics ({cli.first_line(err)}).") from err
   if not found:
     raise cli.UserError(f"--metrics={path}: holds none of {', '.join(CARD_METRICS)}.")
-  if "step" in measured and int(measured["step"]) != step:
+  if measured_step != step:
     raise cli.UserError(f"--metrics={path}: measured step {measured['step']}, but the saved "
                         f"checkpoint is step {step}.")
   return found
