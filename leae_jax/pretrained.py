@@ -149,7 +149,7 @@ def _describe_objective(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
          step: int | None = None, metrics: dict[str, float] | None = None,
          metrics_command: str = "", train_command: str = "", data: str = "",
-         examples: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+         examples: int | tuple[np.ndarray, np.ndarray] | None = None) -> str:
   """Writes the portable folder of a trained model; returns `out_dir`.
 
   Args:
@@ -161,8 +161,9 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
     metrics_command: the command that measured `metrics`.
     train_command: the command that trained the run.
     data: a note on the data (e.g. "CIFAR-10 (JPEG q75) image folder").
-    examples: `(images, labels)`: a few test images, uint8 `(N, *input_shape)`,
-      and int labels `(N,)`, stored as `examples.msgpack` (`Pretrained.examples`).
+    examples: a few test images stored as `examples.msgpack` (`Pretrained.examples`):
+      a count N (the first N test images of the config's data, as its loaders read
+      them) or `(images, labels)`, uint8 `(N, *input_shape)` and int `(N,)`.
   """
   if isinstance(source, str):
     from leae_jax import evaluate  # pylint: disable=g-import-not-at-top  (heavy; not for loading)
@@ -172,6 +173,8 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
     state = evaluate.restore_state(source, config, train.Trainer(config), step)
   else:
     config, state = source
+  if isinstance(examples, int):  # read while the config still says where the data are
+    examples = _first_test_images(config, examples) if examples else None
   # Where the data lay is the training machine's business, not the model's: a folder that
   # names another machine's paths would send `evaluate` or a loader looking there.
   config = config.copy_and_resolve_references()
@@ -213,6 +216,17 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
                        (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
   weights.write_atomic(os.path.join(out_dir, "README.md"), model_card(info).encode())
   return out_dir
+
+
+def _first_test_images(config: ml_collections.ConfigDict, count: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """The first `count` test images of a run's data (uint8) and their labels."""
+  from leae_jax import data  # pylint: disable=g-import-not-at-top  (only for saving)
+
+  images, labels = data.load_arrays(config.dataset, "test", count, **data.config_options(config))
+  if images.dtype != np.uint8:  # procedural data comes as floats in [0, 1]
+    images = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+  return images, labels
 
 
 def _write_examples(out_dir: str, images: np.ndarray, labels: np.ndarray, *,
@@ -369,7 +383,6 @@ def main(argv):
   """`python -m leae_jax.pretrained`: a workdir's checkpoint as a model folder."""
   del argv  # cli.run rejects positional arguments
   # Training's modules only here: loading a model stays light.
-  from leae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from leae_jax import evaluate  # pylint: disable=g-import-not-at-top
   from leae_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -385,17 +398,10 @@ def main(argv):
   metrics_path = FLAGS.metrics or os.path.join(FLAGS.workdir, f"eval_{step}.json")
   card = (_card_metrics(metrics_path, step)
           if FLAGS.metrics or os.path.exists(metrics_path) else None)
-  examples = None
-  if FLAGS.examples:
-    images, labels = data_lib.load_arrays(config.dataset, "test", FLAGS.examples,
-                                          **data_lib.config_options(config))
-    if images.dtype != np.uint8:  # procedural data comes as floats in [0, 1]
-      images = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
-    examples = images, labels
   out = cli.check_writable_dir(FLAGS.out, "--out")
   save((config, state), out, metrics=card, data=FLAGS.data,
        metrics_command=FLAGS.metrics_command if card else "",
-       train_command=FLAGS.train_command, examples=examples)
+       train_command=FLAGS.train_command, examples=FLAGS.examples)
   print(f"saved step {step} of {FLAGS.workdir} into {out}"
         + (f" ({len(card)} metrics on its card)" if card else " (no metrics: none measured)"))
 

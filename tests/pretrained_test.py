@@ -114,6 +114,10 @@ def test_examples_travel_with_the_model_and_are_checked(run, tmp_path):
   images, labels = data.load_arrays("shapes", "test", 6, image_size=config.image_size)
   images = (images * 255).round().astype(np.uint8)  # the toy shapes come as floats in [0, 1]
   folder = pretrained.save((config, state), str(tmp_path / "m"), examples=(images, labels))
+  # A count reads the same first test images from the run's data.
+  by_count = pretrained.load(pretrained.save((config, state), str(tmp_path / "n"), examples=6))
+  np.testing.assert_array_equal(by_count.examples, images)
+  np.testing.assert_array_equal(by_count.example_labels, labels)
   loaded = pretrained.load(folder)
   np.testing.assert_array_equal(loaded.examples, images)
   np.testing.assert_array_equal(loaded.example_labels, labels)
