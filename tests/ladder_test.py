@@ -398,3 +398,17 @@ def test_the_recorded_command_names_the_ladders_folder_wherever_the_checkout_is(
   assert running.shown_out("docs/results_cifar10", "docs/results_cifar10") == "docs/results_cifar10"
   assert running.shown_out(str(tmp_path / "mine"), "docs/results") == str(tmp_path / "mine")
   assert running.shown_out("docs/results_cifar10", "docs/results") == "docs/results_cifar10"
+
+
+def test_downstream_summary_gives_one_difference_for_one_budget_and_a_range_for_several():
+  from leae_jax.experiments.ladder import report
+  from leae_jax.experiments.ladder.rungs import Claim
+  claim = Claim("probe", "a", "b", "probe_accuracy")
+  table = {("a", 10): {"probe_accuracy": [0.50, 0.51, 0.52]},
+           ("b", 10): {"probe_accuracy": [0.40, 0.41, 0.42]},
+           ("a", 20): {"probe_accuracy": [0.60, 0.61, 0.62]},
+           ("b", 20): {"probe_accuracy": [0.40, 0.41, 0.42]}}
+  one = report.downstream_summary(table, [10], [claim])
+  assert "(probe top-1 difference +0.100): consistent at 10 steps." in one
+  both = report.downstream_summary(table, [10, 20], [claim])
+  assert "(probe top-1 difference +0.100 to +0.200): consistent at 10, 20 steps." in both
