@@ -412,3 +412,31 @@ def test_downstream_summary_gives_one_difference_for_one_budget_and_a_range_for_
   assert "(probe top-1 difference +0.100): consistent at 10 steps." in one
   both = report.downstream_summary(table, [10, 20], [claim])
   assert "(probe top-1 difference +0.100 to +0.200): consistent at 10, 20 steps." in both
+
+
+def test_a_probe_of_another_size_may_not_join_stored_results(tmp_path, idx_data):
+  # A page compares one probe protocol: stored results say how many codes they probed.
+  idx, empty = idx_data
+  out = str(tmp_path / "results")
+  kw = dict(idx_dir=idx, data_dir=empty)
+  assert running.probe_count_mismatch(out, 32, **kw) is None  # nothing stored yet
+  os.makedirs(os.path.join(out, "runs", "mse"))
+  json.dump(dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=32),
+            open(ladder.result_path(out, "mse", 1, 2), "w"))
+  assert running.probe_count_mismatch(out, 32, **kw) is None
+  message = running.probe_count_mismatch(out, 48, **kw)
+  assert message == (f"--probe_train_examples=48: the results stored under {out} probed 32 "
+                     "training codes (mse seed 1), this would probe 48; a page compares one "
+                     "protocol: pass --probe_train_examples=32 or another --out")
+  # -1 is the whole split as the dataset describes it (Fashion-MNIST's 60 000,
+  # which the small test files keep), not a count of its own.
+  assert "this would probe 60000" in running.probe_count_mismatch(out, -1, **kw)
+  # The reference probes count too, and a count past the split is the split.
+  json.dump(dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=60000),
+            open(ladder.result_path(out, "mse", 1, 2), "w"))
+  assert running.probe_count_mismatch(out, 100000, **kw) is None
+  assert running.probe_count_mismatch(out, -1, **kw) is None
+  json.dump({"probe_train_examples": 32, "pixels": 0.1, "untrained_encoder": {}},
+            open(os.path.join(out, "reference_probes.json"), "w"))
+  assert "probed 32 training codes (the reference probes)" in running.probe_count_mismatch(
+      out, -1, **kw)

@@ -10,6 +10,7 @@ from leae_jax import cli
 from leae_jax.experiments.ladder.report import write_report
 from leae_jax.experiments.ladder.rungs import LADDERS
 from leae_jax.experiments.ladder.running import plan
+from leae_jax.experiments.ladder.running import probe_count_mismatch
 from leae_jax.experiments.ladder.running import record_command
 from leae_jax.experiments.ladder.running import reference_probes
 from leae_jax.experiments.ladder.running import run
@@ -77,6 +78,9 @@ def main(argv):
                      latent_channels=FLAGS.latent_channels, idx_dir=FLAGS.idx_dir,
                      data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir,
                      eval_batch_size=FLAGS.eval_batch_size)
+    mismatch = probe_count_mismatch(out, FLAGS.probe_train_examples, **config_kw)
+    if mismatch:
+      raise cli.UserError(mismatch)
     record_command(out, command)
     reference_probes(out, seeds, probe_train_examples=FLAGS.probe_train_examples, **config_kw)
     jobs = plan(rungs, seeds, budgets, curve_budgets, curve_rungs=spec.curve_rungs)

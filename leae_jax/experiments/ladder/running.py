@@ -20,6 +20,7 @@ from leae_jax.experiments.ladder.rungs import Ladder
 from leae_jax.experiments.ladder.rungs import RUNGS
 from leae_jax.experiments.ladder.rungs import RUNG_NAMES
 from leae_jax.experiments.ladder.rungs import Rung
+from leae_jax.experiments.ladder.stats import load_results
 
 
 def rung_config(rung: Rung, *, seed: int, steps: int, ladder: Ladder | None = None,
@@ -212,6 +213,38 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
     jax.clear_caches()
     gc.collect()
   return total
+
+
+def probe_count_mismatch(out: str, probe_train_examples: int, **config_kw) -> str | None:
+  """Why `probe_train_examples` may not add results under `out`, or None if it may.
+
+  A page compares probes only when every result and the reference probes used
+  the same number of training codes; stored results say how many they used
+  (-1 asks for the whole split, so it is read as the split's size). Checked
+  before anything is trained.
+  """
+  stored: dict[int, str] = {}
+  for row in load_results(out):
+    if row.get("probe_train_examples") is not None:
+      stored.setdefault(int(row["probe_train_examples"]), f"{row['rung']} seed {row['seed']}")
+  ref_path = os.path.join(out, "reference_probes.json")
+  if os.path.exists(ref_path):
+    with open(ref_path) as f:
+      stored.setdefault(int(json.load(f)["probe_train_examples"]), "the reference probes")
+  if not stored:
+    return None
+  from leae_jax import data
+  from leae_jax import train
+
+  config = train.resolve(rung_config(RUNGS[0], seed=0, steps=1, **config_kw))
+  num_train = data.describe(config.dataset, **data.config_options(config)).num_train
+  wanted = num_train if probe_train_examples < 0 else min(probe_train_examples, num_train)
+  other = sorted(n for n in stored if n != wanted)
+  if not other:
+    return None
+  return (f"--probe_train_examples={probe_train_examples}: the results stored under {out} "
+          f"probed {other[0]} training codes ({stored[other[0]]}), this would probe {wanted}; "
+          f"a page compares one protocol: pass --probe_train_examples={other[0]} or another --out")
 
 
 def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: int = 10000,
