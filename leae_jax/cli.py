@@ -439,8 +439,26 @@ def log_to_workdir(workdir: str, name: str = "leae") -> str:
     return log_dir
   handler = logging.get_absl_handler().python_handler
   held = handler.stream.getvalue() if isinstance(handler.stream, _HeldLogs) else ""
+  # A process that trains several runs (the experiments) moves its log from
+  # one workdir to the next: absl opens the new file and leaves the old open.
+  previous = handler.stream if _logging_to_file() else None
   logging.get_absl_handler().use_absl_log_file(name, log_dir)
+  if previous is not None and previous is not handler.stream:
+    previous.close()
   if held:
     handler.stream.write(held)
   _LOG_DIR[:] = [log_dir]
   return log_dir
+
+
+def logging_to_each_workdir(train_fn: Callable[[Any, str], Any], name: str = "leae"
+                            ) -> Callable[[Any, str], Any]:
+  """`train_fn(config, workdir)` that first sends the library logs to `<workdir>/logs/`.
+
+  For programs that train many runs in one process (the ladder, the time-series
+  experiment): each run's logs land in its own workdir, as `main`'s do.
+  """
+  def train_logged(config: Any, workdir: str) -> Any:
+    log_to_workdir(workdir, name)
+    return train_fn(config, workdir)
+  return train_logged

@@ -42,7 +42,9 @@ def closing_summary(workdir: str, step: int, seconds: float, eval_results: dict[
   state = ("interrupted (Ctrl-C)" if interrupted else "stopped by SIGTERM" if preempted
            else "done") + f" at step {step} in {minutes}m{secs:02d}s"
   numbers = f" · {format_eval(eval_results)}" if eval_results else ""
-  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/", "logs/"]
+  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/"]
+  if os.path.isdir(os.path.join(workdir, "logs")):  # a library caller may keep its logs elsewhere
+    files.append("logs/")
   if grid:
     files.insert(1, os.path.basename(grid))
   return f"{state}{numbers} · results in {workdir}: {', '.join(files)}"

@@ -440,3 +440,31 @@ def test_a_probe_of_another_size_may_not_join_stored_results(tmp_path, idx_data)
             open(os.path.join(out, "reference_probes.json"), "w"))
   assert "probed 32 training codes (the reference probes)" in running.probe_count_mismatch(
       out, -1, **kw)
+
+
+def test_the_command_line_keeps_library_logs_in_workdirs_and_one_probe_protocol(tmp_path, idx_data):
+  # End to end, as a user runs it: the console shows the ladder's lines only; the
+  # libraries' logs go to <workdir_root>/logs/ and each run's workdir/logs/.
+  idx, empty = idx_data
+  out, root = str(tmp_path / "results"), str(tmp_path / "workdirs")
+  args = [f"--out={out}", f"--workdir_root={root}", "--rungs=mse", "--seeds=0", "--budgets=2",
+          "--curve_budgets=", "--batch_size=8", "--hidden=4", "--latent_channels=4",
+          "--eval_batch_size=16", f"--idx_dir={idx}", f"--data_dir={empty}", "--sigreg_slices=8"]
+  done = helpers.run_module("leae_jax.experiments.ladder", *args, "--probe_train_examples=32")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert os.path.exists(ladder.result_path(out, "mse", 0, 2))
+  assert os.path.exists(os.path.join(root, "logs", "ladder.INFO"))
+  run_log = os.path.join(root, "mse", "seed0", "logs", "leae.INFO")
+  assert os.path.getsize(run_log) > 0
+  assert f"results in {os.path.join(root, 'mse', 'seed0')}: metrics.jsonl, loss_curves.png, " \
+         "checkpoints/, logs/" in done.stdout + done.stderr
+  assert "INFO" not in done.stdout + done.stderr  # no library records on the console
+  # Adding results probed on another count of codes is refused, before training.
+  refused = helpers.run_module("leae_jax.experiments.ladder", *args, "--seeds=1",
+                               "--probe_train_examples=48")
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines() == [
+      f"error: --probe_train_examples=48: the results stored under {out} probed 32 training "
+      "codes (mse seed 0), this would probe 48; a page compares one protocol: pass "
+      "--probe_train_examples=32 or another --out"]
+  assert not os.path.exists(os.path.join(root, "mse", "seed1"))

@@ -119,3 +119,27 @@ def test_fashion_mnist_runs_offline_from_idx_files(tmp_path):
   eval_record = next(r for r in records if "eval/psnr" in r)
   assert eval_record["eval/num_images"] == 20  # 8 + 8 + 4 (padded), each counted once
   assert np.isfinite(eval_record["eval/psnr"])
+
+
+def test_moving_the_log_to_the_next_workdir_closes_the_previous_file(tmp_path):
+  # The experiments train many runs in one process, each logging into its own
+  # workdir: the file left behind is closed (absl's switch alone leaves it open).
+  from absl import logging as absl_logging
+
+  from leae_jax import cli
+  handler = absl_logging.get_absl_handler().python_handler
+  saved = handler.stream
+  try:
+    seen = []
+    logged = cli.logging_to_each_workdir(
+        lambda config, workdir: seen.append((config, handler.stream)) or workdir, name="t")
+    assert logged("c1", str(tmp_path / "a")) == str(tmp_path / "a")
+    logged("c2", str(tmp_path / "b"))
+    (_, first), (_, second) = seen
+    assert first.closed and not second.closed
+    assert os.path.realpath(first.name).startswith(str(tmp_path / "a" / "logs"))
+    assert os.path.realpath(second.name).startswith(str(tmp_path / "b" / "logs"))
+  finally:
+    if handler.stream is not saved:
+      handler.stream.close()
+    handler.stream = saved

@@ -426,7 +426,9 @@ def main(argv):
                         "run the experiment first (without --report_only).")
   if not FLAGS.report_only:
     jobs = plan(explore, compare, seeds, datasets)
-    run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root)
+    cli.log_to_workdir(FLAGS.workdir_root, "timeseries")
+    run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
+        train_fn=cli.logging_to_each_workdir(train.train_and_evaluate))
   print(f"wrote {write_report(FLAGS.out, command=command)}")
 
 

@@ -82,12 +82,15 @@ def main(argv):
     if mismatch:
       raise cli.UserError(mismatch)
     record_command(out, command)
-    reference_probes(out, seeds, probe_train_examples=FLAGS.probe_train_examples, **config_kw)
-    jobs = plan(rungs, seeds, budgets, curve_budgets, curve_rungs=spec.curve_rungs)
     workdir_root = FLAGS.workdir_root or os.path.join(
         "workdirs", "ladder" if spec.dataset == "fashion_mnist" else f"ladder_{spec.dataset}")
+    # The libraries' logs: the ladder's own in <workdir_root>/logs/, each run's in its workdir.
+    cli.log_to_workdir(workdir_root, "ladder")
+    reference_probes(out, seeds, probe_train_examples=FLAGS.probe_train_examples, **config_kw)
+    jobs = plan(rungs, seeds, budgets, curve_budgets, curve_rungs=spec.curve_rungs)
     run(out, jobs, workdir_root=workdir_root, probe_train_examples=FLAGS.probe_train_examples,
-        eval_batches=FLAGS.eval_batches, sigreg_slices=FLAGS.sigreg_slices, **config_kw)
+        eval_batches=FLAGS.eval_batches, sigreg_slices=FLAGS.sigreg_slices,
+        train_fn=cli.logging_to_each_workdir(train.train_and_evaluate), **config_kw)
   compare_with = FLAGS.compare_with if FLAGS.compare_with is not None else spec.compare_with
   print(f"wrote {write_report(out, command=command, compare_with=compare_with, ladder=spec)}")
 
