@@ -396,6 +396,7 @@ class _Console(std_logging.Handler):
 
 
 _LOG_DIR: list[str] = []
+_OPENED: list[Any] = []  # the log file log_to_workdir opened last
 
 
 def _quiet_console() -> None:
@@ -440,15 +441,26 @@ def log_to_workdir(workdir: str, name: str = "leae") -> str:
   handler = logging.get_absl_handler().python_handler
   held = handler.stream.getvalue() if isinstance(handler.stream, _HeldLogs) else ""
   # A process that trains several runs (the experiments) moves its log from
-  # one workdir to the next: absl opens the new file and leaves the old open.
-  previous = handler.stream if _logging_to_file() else None
-  logging.get_absl_handler().use_absl_log_file(name, log_dir)
-  if previous is not None and previous is not handler.stream:
-    previous.close()
+  # one workdir to the next: absl opens the new file and leaves the old open,
+  # so the file this function opened last is closed (never a stream it did not open).
+  handler.acquire()
+  try:
+    previous = handler.stream if _OPENED and handler.stream is _OPENED[0] else None
+    logging.get_absl_handler().use_absl_log_file(name, log_dir)
+    _OPENED[:] = [handler.stream]
+    if previous is not None:
+      previous.close()
+  finally:
+    handler.release()
   if held:
     handler.stream.write(held)
   _LOG_DIR[:] = [log_dir]
   return log_dir
+
+
+def log_dir() -> str | None:
+  """The folder `log_to_workdir` last sent the library logs to (None: they are not in a file)."""
+  return _LOG_DIR[0] if _LOG_DIR and _logging_to_file() else None
 
 
 def logging_to_each_workdir(train_fn: Callable[[Any, str], Any], name: str = "leae"

@@ -36,15 +36,15 @@ def format_eval(results: dict[str, float]) -> str:
 
 
 def closing_summary(workdir: str, step: int, seconds: float, eval_results: dict[str, float],
-                    grid: str | None, preempted: bool, interrupted: bool = False) -> str:
-  """The console's last line: where the run stands and where its results are."""
+                    grid: str | None, preempted: bool, interrupted: bool = False,
+                    logs: bool = True) -> str:
+  """The console's last line: where the run stands and where its results are
+  (`logs`: whether the library logs went to the workdir's `logs/`)."""
   minutes, secs = divmod(int(round(seconds)), 60)
   state = ("interrupted (Ctrl-C)" if interrupted else "stopped by SIGTERM" if preempted
            else "done") + f" at step {step} in {minutes}m{secs:02d}s"
   numbers = f" · {format_eval(eval_results)}" if eval_results else ""
-  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/"]
-  if os.path.isdir(os.path.join(workdir, "logs")):  # a library caller may keep its logs elsewhere
-    files.append("logs/")
+  files = ["metrics.jsonl", "loss_curves.png", "checkpoints/"] + (["logs/"] if logs else [])
   if grid:
     files.insert(1, os.path.basename(grid))
   return f"{state}{numbers} · results in {workdir}: {', '.join(files)}"

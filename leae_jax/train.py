@@ -32,6 +32,7 @@ import optax
 
 from leae_jax import base_config
 from leae_jax import checkpoints
+from leae_jax import cli
 from leae_jax import console
 from leae_jax import data
 from leae_jax import distributed
@@ -587,6 +588,10 @@ def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, 
       logging.exception("Could not close the TensorBoard writer.")
   final_step = int(jax.device_get(state.step))
   if is_main:
+    # A library caller that set up no log file keeps its logs where it put them.
+    logs_here = cli.log_dir() is not None and (
+        os.path.realpath(cli.log_dir()) == os.path.realpath(os.path.join(workdir, "logs")))
     print(console.closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
-                          grids[-1] if grids else None, preempted, interrupted), flush=True)
+                          grids[-1] if grids else None, preempted, interrupted,
+                          logs=logs_here), flush=True)
   return dict(eval_results, step=final_step, preempted=preempted, interrupted=interrupted)

@@ -44,7 +44,7 @@ def idx_data(tmp_path_factory):
   return helpers.idx_splits(root / "idx", train=64, test=32), str(empty)
 
 
-def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
+def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data, capsys):
   idx, empty = idx_data
   out, root = str(tmp_path / "results"), str(tmp_path / "workdirs")
   kw = dict(workdir_root=root, probe_train_examples=32, batch_size=8, hidden=4, latent_channels=4,
@@ -60,6 +60,9 @@ def test_ladder_runs_skips_finished_results_and_resumes(tmp_path, idx_data):
     return train.train_and_evaluate(config, workdir)
 
   assert ladder.run(out, jobs, train_fn=counting_train, log=lambda m: None, **kw) == 3
+  # Called as a library with no log file set up: the closing lines name no logs/.
+  closing = [l for l in capsys.readouterr().out.splitlines() if l.startswith("done at step")]
+  assert len(closing) == 3 and all(l.endswith("loss_curves.png, checkpoints/") for l in closing)
   # Breadth first: every run reaches the short budget before one goes on.
   assert calls == [(os.path.join("mse", "seed0"), 2),
                    (os.path.join("masked_self_teaching", "seed0"), 2),
@@ -414,6 +417,11 @@ def test_downstream_summary_gives_one_difference_for_one_budget_and_a_range_for_
   assert "(probe top-1 difference +0.100 to +0.200): consistent at 10, 20 steps." in both
 
 
+def _write_json(path, value):
+  with open(path, "w") as f:
+    json.dump(value, f)
+
+
 def test_a_probe_of_another_size_may_not_join_stored_results(tmp_path, idx_data):
   # A page compares one probe protocol: stored results say how many codes they probed.
   idx, empty = idx_data
@@ -421,23 +429,23 @@ def test_a_probe_of_another_size_may_not_join_stored_results(tmp_path, idx_data)
   kw = dict(idx_dir=idx, data_dir=empty)
   assert running.probe_count_mismatch(out, 32, **kw) is None  # nothing stored yet
   os.makedirs(os.path.join(out, "runs", "mse"))
-  json.dump(dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=32),
-            open(ladder.result_path(out, "mse", 1, 2), "w"))
+  _write_json(ladder.result_path(out, "mse", 1, 2),
+              dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=32))
   assert running.probe_count_mismatch(out, 32, **kw) is None
   message = running.probe_count_mismatch(out, 48, **kw)
   assert message == (f"--probe_train_examples=48: the results stored under {out} probed 32 "
                      "training codes (mse seed 1), this would probe 48; a page compares one "
                      "protocol: pass --probe_train_examples=32 or another --out")
-  # -1 is the whole split as the dataset describes it (Fashion-MNIST's 60 000,
-  # which the small test files keep), not a count of its own.
+  # -1 is the whole split as the dataset describes it (the registry's 60 000 for
+  # Fashion-MNIST's files, whatever these small test files hold), not a count of its own.
   assert "this would probe 60000" in running.probe_count_mismatch(out, -1, **kw)
   # The reference probes count too, and a count past the split is the split.
-  json.dump(dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=60000),
-            open(ladder.result_path(out, "mse", 1, 2), "w"))
+  _write_json(ladder.result_path(out, "mse", 1, 2),
+              dict(rung="mse", seed=1, steps=2, psnr=20.0, probe_train_examples=60000))
   assert running.probe_count_mismatch(out, 100000, **kw) is None
   assert running.probe_count_mismatch(out, -1, **kw) is None
-  json.dump({"probe_train_examples": 32, "pixels": 0.1, "untrained_encoder": {}},
-            open(os.path.join(out, "reference_probes.json"), "w"))
+  _write_json(os.path.join(out, "reference_probes.json"),
+              {"probe_train_examples": 32, "pixels": 0.1, "untrained_encoder": {}})
   assert "probed 32 training codes (the reference probes)" in running.probe_count_mismatch(
       out, -1, **kw)
 

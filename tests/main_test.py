@@ -40,6 +40,7 @@ def test_shapes_run_writes_config_metrics_events_and_grids(tmp_path):
   assert "params · 1 cpu device · 6 steps of 16 · workdir" in out[0]
   assert out[1].startswith("eval @ 6: PSNR ") and " dB · SSIM " in out[1]
   assert out[2].startswith("done at step 6 in ") and f"results in {workdir}: metrics.jsonl" in out[2]
+  assert out[2].endswith("loss_curves.png, checkpoints/, logs/")
   assert proc.stderr.strip() == "", proc.stderr[-2000:]  # no library log on the console
   logs = os.listdir(workdir / "logs")
   assert any(f.startswith("leae.") and "INFO" in f for f in logs), logs

@@ -426,6 +426,7 @@ def main(argv):
                         "run the experiment first (without --report_only).")
   if not FLAGS.report_only:
     jobs = plan(explore, compare, seeds, datasets)
+    cli.check_writable_dir(FLAGS.workdir_root, "--workdir_root")
     cli.log_to_workdir(FLAGS.workdir_root, "timeseries")
     run(FLAGS.out, jobs, workdir_root=FLAGS.workdir_root,
         train_fn=cli.logging_to_each_workdir(train.train_and_evaluate))

@@ -62,6 +62,10 @@ def main(argv):
   budgets = cli.int_list("budgets", budget_flags["budgets"], minimum=1)
   curve_budgets = cli.int_list("curve_budgets", budget_flags["curve_budgets"], minimum=1)
   rungs = cli.names_list("rungs", FLAGS.rungs or list(spec.rungs), spec.rungs)
+  for name in ("probe_train_examples", "eval_batches"):
+    if FLAGS[name].value == 0 or FLAGS[name].value < -1:
+      raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be -1 (all) or a "
+                          "positive integer.")
   if FLAGS.report_only and not load_results(out):
     raise cli.UserError(f"--out={out}: no stored results under {out}/runs to report; "
                         "run the ladder first (without --report_only).")
@@ -78,13 +82,15 @@ def main(argv):
                      latent_channels=FLAGS.latent_channels, idx_dir=FLAGS.idx_dir,
                      data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir,
                      eval_batch_size=FLAGS.eval_batch_size)
+    workdir_root = FLAGS.workdir_root or os.path.join(
+        "workdirs", "ladder" if spec.dataset == "fashion_mnist" else f"ladder_{spec.dataset}")
+    cli.check_writable_dir(workdir_root, "--workdir_root")
     mismatch = probe_count_mismatch(out, FLAGS.probe_train_examples, **config_kw)
     if mismatch:
       raise cli.UserError(mismatch)
     record_command(out, command)
-    workdir_root = FLAGS.workdir_root or os.path.join(
-        "workdirs", "ladder" if spec.dataset == "fashion_mnist" else f"ladder_{spec.dataset}")
-    # The libraries' logs: the ladder's own in <workdir_root>/logs/, each run's in its workdir.
+    # The libraries' logs: the ladder's own in <workdir_root>/logs/ until the first run,
+    # then each run's (training and evaluation) in its workdir's logs/.
     cli.log_to_workdir(workdir_root, "ladder")
     reference_probes(out, seeds, probe_train_examples=FLAGS.probe_train_examples, **config_kw)
     jobs = plan(rungs, seeds, budgets, curve_budgets, curve_rungs=spec.curve_rungs)

@@ -136,8 +136,8 @@ def downstream_summary(table, budgets: Sequence[int], claims: Sequence[Claim] = 
     if not diffs:
       continue
     parts = [f"{v} at {', '.join(s)} steps" for v, s in by_verdict.items()]
-    spread = (f"{diffs[0]:+.3f}" if len(diffs) == 1
-              else f"{min(diffs):+.3f} to {max(diffs):+.3f}")
+    low, high = f"{min(diffs):+.3f}", f"{max(diffs):+.3f}"
+    spread = low if low == high else f"{low} to {high}"
     sentences.append(f"`{claim.a}` against `{claim.b}` (probe top-1 difference {spread}): "
                      + "; ".join(parts) + ".")
   return " ".join(sentences)
@@ -232,7 +232,8 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
     references = {"raw pixels": ref["pixels"], "untrained encoder": float(np.mean(untrained))}
     lines += [f"For scale, the same probe (same {ref['probe_train_examples']} training images, "
               f"same test split): on the raw pixels {ref['pixels']:.3f}; on an untrained "
-              f"encoder's codes {mean_std(untrained, 3)} ({len(untrained)} seed{'s' if len(untrained) != 1 else ''}; "
+              f"encoder's codes {mean_std(untrained, 3)} ({len(untrained)} "
+              f"seed{'s' if len(untrained) != 1 else ''}; "
               f"`{rel(ref_path)}`).", ""]
   drawn, decided, chance = verdict_census(table, ladder.all_claims, budgets)
   if drawn:

@@ -220,8 +220,8 @@ def probe_count_mismatch(out: str, probe_train_examples: int, **config_kw) -> st
 
   A page compares probes only when every result and the reference probes used
   the same number of training codes; stored results say how many they used
-  (-1 asks for the whole split, so it is read as the split's size). Checked
-  before anything is trained.
+  (-1 asks for the whole split, so it is read as the split's size as the
+  dataset describes it). Checked before anything is trained.
   """
   stored: dict[int, str] = {}
   for row in load_results(out):
@@ -231,8 +231,8 @@ def probe_count_mismatch(out: str, probe_train_examples: int, **config_kw) -> st
   if os.path.exists(ref_path):
     with open(ref_path) as f:
       stored.setdefault(int(json.load(f)["probe_train_examples"]), "the reference probes")
-  if not stored:
-    return None
+  if not stored or set(stored) == {probe_train_examples}:
+    return None  # nothing to compare, or the same count: no need to read the data
   from leae_jax import data
   from leae_jax import train
 
