@@ -306,6 +306,9 @@ def test_verdicts_across_budgets_and_their_census():
             ladder.Claim("loophole", "crop_live", "plain_live", "psnr")]
   assert ladder.claim_verdicts(table, claims[0], [400, 1600]) == {400: "consistent",
                                                                    1600: "contradicted"}
+  # A budget where a rung has one seed draws no verdict, so it cannot make a claim "change".
+  assert ladder.claim_verdicts(table, claims[2], [400]) == {400: "not resolved at this budget"}
+  assert ladder.claim_verdicts(table, claims[2], [400], min_seeds=2) == {}
   drawn, decided, chance = ladder.verdict_census(table, claims, [400, 1600])
   assert (drawn, decided) == (3, 2)  # mse×2 budgets, frozen at 400 (equal: not resolved)
   np.testing.assert_allclose(chance, 3 * ladder.chance_of_a_verdict(3, 3))

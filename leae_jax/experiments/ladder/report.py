@@ -117,7 +117,7 @@ def _claims_table(table, claims: Sequence[Claim], budgets: Sequence[int], home: 
     metric = claim.metric + (" (lower is better)" if claim.lower_is_better else "")
     lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {metric} | "
                  + " | ".join(_claim_cell(table, claim, s, home) for s in budgets)
-                 + f" | {across_budgets(claim_verdicts(table, claim, budgets))} |")
+                 + f" | {across_budgets(claim_verdicts(table, claim, budgets, min_seeds=2))} |")
   return lines
 
 
@@ -242,7 +242,8 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
               f"at least 2 seeds); {decided} of them are decided (consistent or contradicted). "
               f"Were every compared pair truly equal, the 2σ rule would decide about "
               f"{chance:.1f} of them by chance (a rate of {chance_of_a_verdict(3, 3):.3f} a "
-              "verdict at 3 seeds each: a two-sided Student t test at the rule's threshold). A "
+              f"verdict at 3 seeds each, {chance_of_a_verdict(2, 2):.3f} at 2: a two-sided "
+              "Student t test at the rule's threshold). A "
               "verdict whose claim **flips** between budgets (consistent at one, contradicted at "
               "another) or *changes* (decided at one, not at another) is marked in the last "
               "column.", ""]

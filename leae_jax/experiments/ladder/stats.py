@@ -216,12 +216,14 @@ def claim_verdict(claim: Claim, a: Sequence[float], b: Sequence[float]) -> tuple
   return v, -diff, threshold
 
 
-def claim_verdicts(table, claim: Claim, budgets: Sequence[int]) -> dict[int, str]:
-  """`{budget: verdict}` at the budgets where both rungs hold the claim's metric."""
+def claim_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
+                   ) -> dict[int, str]:
+  """`{budget: verdict}` at the budgets where both rungs hold the claim's metric from at
+  least `min_seeds` seeds (2: only the verdicts the rule can draw)."""
   found = {}
   for steps in budgets:
     cells = claim_cells(table, claim, steps)
-    if cells is not None:
+    if cells is not None and min(len(c[claim.metric]) for c in cells) >= min_seeds:
       found[steps] = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])[0]
   return found
 
