@@ -132,6 +132,16 @@ def _stored_ladder_results(folder):
   return [tuple(p.split(os.sep)[-2:]) for p in glob.glob(pattern)]
 
 
+def _cifar10_seeds_at(steps):
+  """`{rung: seeds stored at steps}` of the CIFAR-10 ladder's page."""
+  pattern = os.path.join(ROOT, "docs", "results_cifar10", "runs", "*", f"seed*_step{steps}.json")
+  seeds = {}
+  for path in glob.glob(pattern):
+    rung = path.split(os.sep)[-2]
+    seeds[rung] = seeds.get(rung, 0) + 1
+  return seeds
+
+
 def _ladder_rungs():
   from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
   return ladder.LADDERS["fashion_mnist"].rungs
@@ -146,9 +156,14 @@ COUNTS = [
     ("the mutants of tests/mutants.py", r"\ball (\d+) apply\b", lambda: len(_mutants())),
     ("the command lines of tests/cli_errors_test.py", r"\bruns (\d+) such command lines\b",
      lambda: len(_cli_cases())),
-    ("the rungs with stored results in docs/results", r"\b(\d+) rungs (?:on Fashion-MNIST|×)",
+    ("the rungs with stored results in docs/results",
+     r"\b(\d+) rungs (?:on Fashion-MNIST|× 3 seeds at 400)",
      lambda: len({rung for rung, _ in
                   _stored_ladder_results("") + _stored_ladder_results("h100")})),
+    ("the rungs with stored results in docs/results_cifar10",
+     r"\bCIFAR-10 \(JPEG q75 files\): (\d+) rungs ×", lambda: len(_cifar10_seeds_at(391))),
+    ("the seeds every CIFAR-10 rung has at one epoch",
+     r"\bat 391 steps \(1 epoch; (\d+) seeds so far\)", lambda: min(_cifar10_seeds_at(391).values())),
     ("the Fashion-MNIST ladder's rungs", r"\bladder now defines (\d+) rungs for Fashion-MNIST\b",
      lambda: len(_ladder_rungs())),
     ("the CPU's stored ladder results", r"\bThe CPU produced (\d+) of the stored results\b",
