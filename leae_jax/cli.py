@@ -127,6 +127,14 @@ def first_line(err: BaseException) -> str:
   return type(err).__name__
 
 
+def count_or_all(flag: str, value: int) -> int:
+  """A count flag where -1 means all (`--eval_batches`, `--probe_train_examples`): `value`,
+  or UserError naming the flag when it is 0 or below -1."""
+  if value == 0 or value < -1:
+    raise UserError(f"--{flag}={value} is not valid: it must be -1 (all) or a positive integer.")
+  return value
+
+
 def int_list(flag: str, values: Sequence[str], *, minimum: int = 0) -> list[int]:
   """A comma-separated list flag's integers, each ≥ `minimum`; UserError naming the flag otherwise."""
   try:

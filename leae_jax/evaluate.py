@@ -215,9 +215,7 @@ def main(argv):
   if not FLAGS.workdir and not FLAGS.compare:
     raise cli.UserError("--workdir (a training run's directory) or --compare is required.")
   for name in ("eval_batches", "probe_train_examples"):
-    if FLAGS[name].value == 0 or FLAGS[name].value < -1:
-      raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be -1 (all) or a "
-                          "positive integer.")
+    cli.count_or_all(name, FLAGS[name].value)
   if FLAGS.workdir and os.path.isdir(FLAGS.workdir):
     cli.log_to_workdir(FLAGS.workdir, "evaluate")
   try:

@@ -589,8 +589,9 @@ def _train_and_evaluate(trainer: Trainer, workdir: str, name: str) -> dict[str, 
   final_step = int(jax.device_get(state.step))
   if is_main:
     # A library caller that set up no log file keeps its logs where it put them.
-    logs_here = cli.log_dir() is not None and (
-        os.path.realpath(cli.log_dir()) == os.path.realpath(os.path.join(workdir, "logs")))
+    log_dir = cli.log_dir()
+    logs_here = log_dir is not None and (
+        os.path.realpath(log_dir) == os.path.realpath(os.path.join(workdir, "logs")))
     print(console.closing_summary(workdir, final_step, time.perf_counter() - started, eval_results,
                           grids[-1] if grids else None, preempted, interrupted,
                           logs=logs_here), flush=True)

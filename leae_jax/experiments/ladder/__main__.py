@@ -62,10 +62,8 @@ def main(argv):
   budgets = cli.int_list("budgets", budget_flags["budgets"], minimum=1)
   curve_budgets = cli.int_list("curve_budgets", budget_flags["curve_budgets"], minimum=1)
   rungs = cli.names_list("rungs", FLAGS.rungs or list(spec.rungs), spec.rungs)
-  for name in ("probe_train_examples", "eval_batches"):
-    if FLAGS[name].value == 0 or FLAGS[name].value < -1:
-      raise cli.UserError(f"--{name}={FLAGS[name].value} is not valid: it must be -1 (all) or a "
-                          "positive integer.")
+  for name in ("eval_batches", "probe_train_examples"):
+    cli.count_or_all(name, FLAGS[name].value)
   if FLAGS.report_only and not load_results(out):
     raise cli.UserError(f"--out={out}: no stored results under {out}/runs to report; "
                         "run the ladder first (without --report_only).")
