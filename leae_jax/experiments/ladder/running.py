@@ -215,6 +215,15 @@ def run(out: str, jobs: Sequence[Job], *, workdir_root: str, probe_train_example
   return total
 
 
+def _ladder_data(*, seed: int = 0, **config_kw):
+  """`(config, data.describe's facts)` of the ladder's data: its first rung's resolved config."""
+  from leae_jax import data
+  from leae_jax import train
+
+  config = train.resolve(rung_config(RUNGS[0], seed=seed, steps=1, **config_kw))
+  return config, data.describe(config.dataset, **data.config_options(config))
+
+
 def probe_count_mismatch(out: str, probe_train_examples: int, **config_kw) -> str | None:
   """Why `probe_train_examples` may not add results under `out`, or None if it may.
 
@@ -233,11 +242,7 @@ def probe_count_mismatch(out: str, probe_train_examples: int, **config_kw) -> st
       stored.setdefault(int(json.load(f)["probe_train_examples"]), "the reference probes")
   if not stored or set(stored) == {probe_train_examples}:
     return None  # nothing to compare, or the same count: no need to read the data
-  from leae_jax import data
-  from leae_jax import train
-
-  config = train.resolve(rung_config(RUNGS[0], seed=0, steps=1, **config_kw))
-  num_train = data.describe(config.dataset, **data.config_options(config)).num_train
+  num_train = _ladder_data(**config_kw)[1].num_train
   wanted = num_train if probe_train_examples < 0 else min(probe_train_examples, num_train)
   other = sorted(n for n in stored if n != wanted)
   if not other:
@@ -270,8 +275,8 @@ def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: in
   from leae_jax import train
 
   log("ladder: reference probes (raw pixels, untrained encoders)")
-  config = train.resolve(rung_config(RUNGS[0], seed=int(seeds[0]), steps=1, **config_kw))
-  num_classes = data.describe(config.dataset, **data.config_options(config)).num_classes
+  config, facts = _ladder_data(seed=int(seeds[0]), **config_kw)
+  num_classes = facts.num_classes
 
   def pixels(split, max_examples):
     batches = -1 if max_examples < 0 else -(-max_examples // int(config.eval_batch_size))
