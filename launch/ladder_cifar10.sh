@@ -14,14 +14,17 @@
 #   OUT          the results folder of the CIFAR-10 page [docs/results_cifar10]
 #   FASHION_OUT  the results folder of the Fashion-MNIST page [docs/results]
 #
-# Stages, in order (breadth first, so a stop leaves whole tables):
+# Stages, in order (breadth first, so a stop leaves whole tables; within a stage
+# the ladder goes seed by seed, so every rung has as many seeds as the next):
 #   1. every CIFAR-10 rung at one epoch (391 steps), seed 0;
 #   2. the two new Fashion-MNIST rungs (plain_step_frozen,
 #      crop_step_frozen_no_sigreg) x 3 seeds at 400 and 1600 steps;
 #   3. seed 0 of the two shipped rungs (crop_step_frozen, mse) to 5 epochs
 #      (782 and 1955 steps): the CIFAR-10 models in leae_jax/pretrained_models;
 #   4. every CIFAR-10 rung at one epoch, seeds 1 and 2;
-#   5. the headline rungs' budget curves (782 and 1955 steps = 5 epochs).
+#   5. the budget curves (782 and 1955 steps = 5 epochs): first seeds 1 and 2
+#      of crop_step_frozen and mse (the blur-at-equal-PSNR comparison needs
+#      them), then the other headline rungs (pixel_mask_live, crop_live).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CIFAR10=${CIFAR10:-../shared/data/cifar10}
@@ -42,5 +45,6 @@ python -m leae_jax.experiments.ladder --out="$FASHION_OUT" --workdir_root="$WORK
     --rungs=plain_step_frozen,crop_step_frozen_no_sigreg
 cifar --seeds=0 --rungs=crop_step_frozen,mse
 cifar --curve_budgets=
+cifar --rungs=crop_step_frozen,mse
 cifar
 echo "ladder_cifar10: all stages done"

@@ -29,9 +29,11 @@ def test_verdict_rule_on_synthetic_results():
 
 def test_plan_nests_budgets_and_gives_curve_rungs_more():
   jobs = ladder.plan(["mse", "plain_live"], [0, 1], [400, 1600], [800, 6400], curve_rungs=["mse"])
+  # Seed by seed: a ladder stopped after three jobs has two seeds of mse and one of plain_live,
+  # not all of mse's seeds and none of plain_live's.
   assert [(j.rung.name, j.seed, j.budgets) for j in jobs] == [
-      ("mse", 0, (400, 800, 1600, 6400)), ("mse", 1, (400, 800, 1600, 6400)),
-      ("plain_live", 0, (400, 1600)), ("plain_live", 1, (400, 1600))]
+      ("mse", 0, (400, 800, 1600, 6400)), ("plain_live", 0, (400, 1600)),
+      ("mse", 1, (400, 800, 1600, 6400)), ("plain_live", 1, (400, 1600))]
   with pytest.raises(ValueError, match="Unknown rungs"):
     ladder.plan(["nope"], [0], [400])
 
