@@ -172,6 +172,49 @@ def test_seconds_if_all_on_one_platform():
                                   "CPU") is None
 
 
+def test_a_claims_answers_on_two_datasets_are_set_side_by_side(tmp_path):
+  c, x, n = "consistent", "contradicted", "not resolved at this budget"
+  assert ladder.one_answer({}) == "–" and ladder.one_answer({400: n}) == "not resolved"
+  assert ladder.one_answer({400: n, 1600: c}) == c  # undecided budgets do not dilute it
+  assert ladder.one_answer({400: c, 1600: x}) == "flips"
+  assert ladder.across_datasets({400: c}, {391: c, 782: n}) == "holds on both"
+  assert ladder.across_datasets({400: x}, {391: x}) == "contradicted on both"
+  assert ladder.across_datasets({400: c}, {391: x}) == "**differs**"
+  assert ladder.across_datasets({400: c}, {391: n}) == "decided on one only"
+  assert ladder.across_datasets({400: n}, {391: n}) == "undecided on both"
+  assert ladder.across_datasets({400: c, 1600: x}, {391: c}) == "flips on one"
+  assert ladder.across_datasets({}, {391: c}) == "–"
+  # The CIFAR-10 page reads the Fashion-MNIST results stored beside it: the claims both ask,
+  # each dataset's verdicts at its own budgets, and whether they agree.
+  def store(out, rung, steps, psnr):
+    for s in range(3):
+      path = ladder.result_path(out, rung, s, steps)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w") as f:
+        json.dump(_result(rung, s, steps, psnr + 0.1 * s, 0.45), f)
+  fashion, cifar = str(tmp_path / "results"), str(tmp_path / "results_cifar10")
+  spec = ladder.LADDERS["cifar10"]
+  for rung, psnr in (("mse", 20.0), ("crop_step_frozen", 19.0), ("crop_live", 18.0)):
+    store(fashion, rung, 400, psnr)
+  for rung, psnr in (("mse", 21.0), ("crop_step_frozen", 18.0), ("crop_live", 19.0)):
+    store(cifar, rung, 391, psnr)
+  table = ladder.aggregate(ladder.load_results(cifar))
+  lines = ladder.other_dataset_section(table, spec, cifar)
+  assert lines[0] == "## Against Fashion-MNIST" and "[results.md](results.md)" in lines[2]
+  row = lambda a, b: next(l for l in lines if f"`{a}` vs `{b}` | psnr |" in l)
+  assert row("mse", "crop_step_frozen").endswith(
+      "| 400: consistent (+1.00) | 391: consistent (+3.00) | holds on both |")
+  assert row("crop_step_frozen", "crop_live").endswith(
+      "| 400: consistent (+1.00) | 391: contradicted (-1.00) | **differs** |")
+  # Claims one ladder alone asks (the published recipe, colour) are not set side by side.
+  assert not any("mse_published" in l or "saturation_ratio" in l for l in lines)
+  report = open(ladder.write_report(cifar, command="ladder test", ladder=spec)).read()
+  assert "## Against Fashion-MNIST" in report
+  # Without the other dataset's results beside it, the page has no such section.
+  assert ladder.other_dataset_section(table, spec, str(tmp_path / "elsewhere" / "r")) == []
+  assert ladder.other_dataset_section(table, ladder.LADDERS["fashion_mnist"], cifar) == []
+
+
 def test_report_merges_another_platforms_folder(tmp_path):
   out = str(tmp_path / "results")
   def store(root, row):

@@ -34,7 +34,9 @@ The package: `rungs` (rungs, claims, one `Ladder` per dataset), `running`
 rule), `report` (the page), `figures`, and `__main__` (the command line).
 
 `<out>.md` and the figures in `<out>/` are written from the stored results
-alone (`--report_only` does nothing else). The verdict rule for each of the
+alone (`--report_only` does nothing else). A ladder with an `other_dataset`
+(CIFAR-10's: Fashion-MNIST) sets the claims both ask beside the other's
+verdicts, read from the results stored next to `<out>` (`docs/results`). The verdict rule for each of the
 blog's claims is stated in the report (`verdict`).
 """
 
@@ -42,6 +44,7 @@ blog's claims is stated in the report (`verdict`).
 from leae_jax.experiments.ladder.figures import plot_bars, plot_blur_against_psnr  # noqa: F401
 from leae_jax.experiments.ladder.figures import plot_budget_curves, plot_compare  # noqa: F401
 from leae_jax.experiments.ladder.report import downstream_summary, write_report  # noqa: F401
+from leae_jax.experiments.ladder.report import other_dataset_section  # noqa: F401
 from leae_jax.experiments.ladder.rungs import CLAIMS, CURVE_RUNGS, DOWNSTREAM  # noqa: F401
 from leae_jax.experiments.ladder.rungs import IMAGE_METRICS, LADDERS, METRICS  # noqa: F401
 from leae_jax.experiments.ladder.rungs import RUNG_NAMES, RUNGS, Claim, Ladder, Rung  # noqa: F401
@@ -51,6 +54,7 @@ from leae_jax.experiments.ladder.running import reference_probes, result_path, r
 from leae_jax.experiments.ladder.running import run  # noqa: F401
 from leae_jax.experiments.ladder.running import _samples_of_a_smaller_seed  # noqa: F401
 from leae_jax.experiments.ladder.stats import VERDICT_RULE, across_budgets, aggregate  # noqa: F401
+from leae_jax.experiments.ladder.stats import across_datasets, drawn_verdicts, one_answer  # noqa: F401
 from leae_jax.experiments.ladder.stats import aggregate_by_platform, chance_of_a_verdict  # noqa: F401
 from leae_jax.experiments.ladder.stats import claim_verdict, claim_verdicts, compute_spent  # noqa: F401
 from leae_jax.experiments.ladder.stats import equal_psnr_pairs, load_results, mean_std  # noqa: F401

@@ -26,11 +26,13 @@ from leae_jax.experiments.ladder.stats import BLUR_METRICS
 from leae_jax.experiments.ladder.stats import VERDICT_RULE
 from leae_jax.experiments.ladder.stats import claim_cells
 from leae_jax.experiments.ladder.stats import across_budgets
+from leae_jax.experiments.ladder.stats import across_datasets
 from leae_jax.experiments.ladder.stats import aggregate
 from leae_jax.experiments.ladder.stats import chance_of_a_verdict
 from leae_jax.experiments.ladder.stats import claim_verdict
 from leae_jax.experiments.ladder.stats import claim_verdicts
 from leae_jax.experiments.ladder.stats import compute_spent
+from leae_jax.experiments.ladder.stats import drawn_verdicts
 from leae_jax.experiments.ladder.stats import equal_psnr_pairs
 from leae_jax.experiments.ladder.stats import load_results
 from leae_jax.experiments.ladder.stats import mean_std
@@ -143,6 +145,47 @@ def downstream_summary(table, budgets: Sequence[int], claims: Sequence[Claim] = 
   return " ".join(sentences)
 
 
+def _dataset_cell(verdicts: dict[int, tuple[str, float, float]]) -> str:
+  """One dataset's verdicts on a claim, budget by budget: '400: consistent (+1.23); ...'."""
+  if not verdicts:
+    return "–"
+  return "; ".join(
+      f"{steps}: {'not resolved' if v.startswith('not resolved') else v} "
+      f"({diff:+.{3 if abs(diff) < 0.1 else 2}f})" for steps, (v, diff, _) in sorted(verdicts.items()))
+
+
+def other_dataset_section(table, ladder: Ladder, out: str) -> list[str]:
+  """The claims this ladder shares with `ladder.other_dataset`, both datasets' verdicts side by
+  side; the other ladder's stored results are read from beside `out`. [] when there are none."""
+  if not ladder.other_dataset:
+    return []
+  other = LADDERS[ladder.other_dataset]
+  other_out = os.path.join(os.path.dirname(os.path.abspath(out)), os.path.basename(other.out))
+  rows = load_results(other_out)
+  if not rows:
+    return []
+  other_table = aggregate(rows)
+  asked_there = {(c.a, c.b, c.metric) for c in other.all_claims}
+  shared = [c for c in ladder.all_claims if (c.a, c.b, c.metric) in asked_there]
+  here, there = sorted({s for _, s in table}), sorted({s for _, s in other_table})
+  lines = [f"## Against {other.name}", "",
+           f"The claims both ladders ask, with each dataset's verdicts at every budget where both "
+           f"rungs have at least 2 seeds (steps: Δ = mean(a) − mean(b)), and whether the two "
+           f"datasets answer alike (from the decided verdicts; each ladder has its own budgets and "
+           f"recipe, so compare directions, not sizes). {other.name}'s page: "
+           f"[{os.path.basename(other_out)}.md]({os.path.basename(other_out)}.md).", "",
+           f"| claim | metric | {other.name} | {ladder.name} | the two datasets |",
+           "|---|---|---|---|---|"]
+  for claim in shared:
+    mine = drawn_verdicts(table, claim, here, min_seeds=2)
+    theirs = drawn_verdicts(other_table, claim, there, min_seeds=2)
+    metric = claim.metric + (" (lower is better)" if claim.lower_is_better else "")
+    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {metric} | {_dataset_cell(theirs)} "
+                 f"| {_dataset_cell(mine)} | "
+                 f"{across_datasets({s: v[0] for s, v in theirs.items()}, {s: v[0] for s, v in mine.items()})} |")
+  return lines + [""]
+
+
 def write_report(out: str, *, command: str, compare_with: str | None = None,
                  ladder: Ladder | None = None) -> str:
   """Writes `<out>.md` and the figures from the stored results; returns the report's path.
@@ -247,6 +290,7 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
               "verdict whose claim **flips** between budgets (consistent at one, contradicted at "
               "another) or *changes* (decided at one, not at another) is marked in the last "
               "column.", ""]
+  lines += other_dataset_section(table, ladder, out)
   agreement = platform_agreement(rows)
   if agreement:
     agree = sum(a[-1] for a in agreement)

@@ -160,6 +160,7 @@ _PROBE_TRANSFORM = Claim("A transformation gives the self-taught code a better p
 class Ladder:
   """One dataset's ladder: the config its rungs vary, which rungs, which claims, its page."""
   dataset: str  # the --dataset value
+  name: str  # the dataset as a page names it
   config: str  # configs/<config>.py; each rung adds its variant
   title: str
   setup: str  # the page's sentence on what every rung shares
@@ -175,6 +176,9 @@ class Ladder:
   data_flags: tuple[tuple[str, str], ...] = ()
   # (a, b): compare a's blur with b's at equal PSNR (`equal_psnr_pairs`); colour data only.
   equal_psnr: tuple[str, str] | tuple[()] = ()
+  # Another ladder (a `LADDERS` key) whose verdicts on the claims both ladders draw this page
+  # sets beside its own; its stored results are read from beside this page's (`<out>/..`).
+  other_dataset: str = ""
 
   def rung(self, name: str) -> Rung:
     return next(r for r in RUNGS if r.name == name)
@@ -192,7 +196,7 @@ _METRIC_NOTE = (" Metrics on the full test split (10 000 images) with running no
 
 LADDERS = {
     "fashion_mnist": Ladder(
-        dataset="fashion_mnist", config="fashion_mnist",
+        dataset="fashion_mnist", name="Fashion-MNIST", config="fashion_mnist",
         title="The ablation ladder on Fashion-MNIST",
         setup=("Every rung: `configs/fashion_mnist.py` (32×32, padded), hidden 32, a 4×4×16 "
                "spatial code unless stated, PyTorch initialisation, batch 128, AdamW (PyTorch "
@@ -213,7 +217,7 @@ LADDERS = {
         budgets=(400, 1600), curve_budgets=(800, 3200, 6400), out="docs/results",
         compare_with="docs/results/before_fidelity.json"),
     "cifar10": Ladder(
-        dataset="cifar10", config="cifar",
+        dataset="cifar10", name="CIFAR-10 (JPEG q75)", config="cifar",
         title="The ablation ladder on CIFAR-10 (JPEG q75)",
         setup=("Every rung: `configs/cifar.py` on the CIFAR-10 image folder of the development "
                "machines, whose files are **JPEG q75** re-encodings of the originals (absolute "
@@ -249,7 +253,7 @@ LADDERS = {
                           "pixel_mask_live", "probe_accuracy")),
         budgets=(391,), curve_budgets=(782, 1955), out="docs/results_cifar10",
         data_flags=(("data_dir", "../shared/data/cifar10"), ("prepared_dir", "$PREPARED")),
-        equal_psnr=("crop_step_frozen", "mse")),
+        equal_psnr=("crop_step_frozen", "mse"), other_dataset="fashion_mnist"),
 }
 
 

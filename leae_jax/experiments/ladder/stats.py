@@ -216,16 +216,23 @@ def claim_verdict(claim: Claim, a: Sequence[float], b: Sequence[float]) -> tuple
   return v, -diff, threshold
 
 
-def claim_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
-                   ) -> dict[int, str]:
-  """`{budget: verdict}` at the budgets where both rungs hold the claim's metric from at
-  least `min_seeds` seeds (2: only the verdicts the rule can draw)."""
+def drawn_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
+                   ) -> dict[int, tuple[str, float, float]]:
+  """`{budget: (verdict, difference, threshold)}` at the budgets where both rungs hold the
+  claim's metric from at least `min_seeds` seeds (2: only the verdicts the rule can draw)."""
   found = {}
   for steps in budgets:
     cells = claim_cells(table, claim, steps)
     if cells is not None and min(len(c[claim.metric]) for c in cells) >= min_seeds:
-      found[steps] = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])[0]
+      found[steps] = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
   return found
+
+
+def claim_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
+                   ) -> dict[int, str]:
+  """`{budget: verdict}` of `drawn_verdicts`."""
+  return {steps: v[0] for steps, v in
+          drawn_verdicts(table, claim, budgets, min_seeds=min_seeds).items()}
 
 
 def across_budgets(verdicts: dict[int, str]) -> str:
@@ -238,6 +245,37 @@ def across_budgets(verdicts: dict[int, str]) -> str:
   if {"consistent", "contradicted"} <= kinds:
     return "**flips**"
   return "same" if len(kinds) == 1 else "changes"
+
+
+def one_answer(verdicts: dict[int, str]) -> str:
+  """A dataset's answer to a claim over its budgets: 'consistent' or 'contradicted' when
+  every decided verdict says so, 'flips' when they disagree, 'not resolved' when none is
+  decided, '–' when none is drawn."""
+  decided = {v for v in verdicts.values() if v in ("consistent", "contradicted")}
+  if not verdicts:
+    return "–"
+  if not decided:
+    return "not resolved"
+  return decided.pop() if len(decided) == 1 else "flips"
+
+
+def across_datasets(first: dict[int, str], second: dict[int, str]) -> str:
+  """Whether two datasets answer a claim alike, from `one_answer` of each: 'holds on both',
+  'contradicted on both', '**differs**' (consistent on one, contradicted on the other),
+  'decided on one only', 'flips on one', 'undecided on both', or '–' (one draws none)."""
+  answers = (one_answer(first), one_answer(second))
+  decided = {"consistent", "contradicted"}
+  if "–" in answers:
+    return "–"
+  if answers == ("consistent", "consistent"):
+    return "holds on both"
+  if answers == ("contradicted", "contradicted"):
+    return "contradicted on both"
+  if set(answers) == decided:
+    return "**differs**"
+  if "flips" in answers:
+    return "flips on one"
+  return "decided on one only" if set(answers) & decided else "undecided on both"
 
 
 def chance_of_a_verdict(n_a: int, n_b: int) -> float:
