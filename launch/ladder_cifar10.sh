@@ -15,7 +15,7 @@
 #   FASHION_OUT  the results folder of the Fashion-MNIST page [docs/results]
 #
 # Stages, in order (breadth first, so a stop leaves whole tables; within a stage
-# the ladder goes seed by seed, so every rung has as many seeds as the next):
+# each ladder goes budget by budget and then, within a budget, seed by seed):
 #   1. every CIFAR-10 rung at one epoch (391 steps), seed 0;
 #   2. the two new Fashion-MNIST rungs (plain_step_frozen,
 #      crop_step_frozen_no_sigreg) x 3 seeds at 400 and 1600 steps;

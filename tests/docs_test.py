@@ -142,6 +142,28 @@ def _cifar10_seeds_at(steps):
   return seeds
 
 
+def _cifar10_table():
+  from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
+  return ladder.aggregate(ladder.load_results(os.path.join(ROOT, "docs", "results_cifar10")))
+
+
+def _cifar10_census_at_one_epoch():
+  """`(verdicts drawn, decided)` of the CIFAR-10 page at 391 steps."""
+  from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
+  return ladder.verdict_census(_cifar10_table(), ladder.LADDERS["cifar10"].all_claims, [391])[:2]
+
+
+def _answers_on_both_datasets():
+  """`across_datasets` of every claim both ladders ask, as the CIFAR-10 page's section has it."""
+  from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
+  cifar, fashion = ladder.LADDERS["cifar10"], ladder.LADDERS["fashion_mnist"]
+  tables = _cifar10_table(), ladder.aggregate(ladder.load_results(os.path.join(ROOT, "docs", "results")))
+  budgets = [sorted({steps for _, steps in t}) for t in tables]
+  return [ladder.across_datasets(*(ladder.claim_verdicts(t, claim, b, min_seeds=2)
+                                   for t, b in zip(tables[::-1], budgets[::-1])))
+          for claim in cifar.shared_claims(fashion)]
+
+
 def _ladder_rungs():
   from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
   return ladder.LADDERS["fashion_mnist"].rungs
@@ -167,6 +189,16 @@ COUNTS = [
     ("the CIFAR-10 five-epoch results stored",
      r"\bto 1955 steps \(5 epochs × 3 seeds; (\d+) of 12 results so far\)",
      lambda: sum(_cifar10_seeds_at(1955).values())),
+    ("the verdicts the CIFAR-10 page draws at one epoch",
+     r"\bAt one epoch the page draws (\d+) verdicts\b", lambda: _cifar10_census_at_one_epoch()[0]),
+    ("the verdicts the CIFAR-10 page decides at one epoch",
+     r"\bthe 2σ rule decides (\d+) of them\b", lambda: _cifar10_census_at_one_epoch()[1]),
+    ("the claims both ladders ask", r"\bOf the (\d+) claims both ladders ask\b",
+     lambda: len(_answers_on_both_datasets())),
+    ("the claims both datasets answer alike", r"\bthe two datasets answer (\d+) alike\b",
+     lambda: sum(a in ("holds on both", "contradicted on both") for a in _answers_on_both_datasets())),
+    ("the claims the two datasets answer oppositely", r"\balike and (\d+) oppositely\b",
+     lambda: _answers_on_both_datasets().count("**differs**")),
     ("the Fashion-MNIST ladder's rungs", r"\bladder now defines (\d+) rungs for Fashion-MNIST\b",
      lambda: len(_ladder_rungs())),
     ("the CPU's stored ladder results", r"\bThe CPU produced (\d+) of the stored results\b",

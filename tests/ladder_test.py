@@ -29,11 +29,9 @@ def test_verdict_rule_on_synthetic_results():
 
 def test_plan_nests_budgets_and_gives_curve_rungs_more():
   jobs = ladder.plan(["mse", "plain_live"], [0, 1], [400, 1600], [800, 6400], curve_rungs=["mse"])
-  # Seed by seed: a ladder stopped after three jobs has two seeds of mse and one of plain_live,
-  # not all of mse's seeds and none of plain_live's.
   assert [(j.rung.name, j.seed, j.budgets) for j in jobs] == [
-      ("mse", 0, (400, 800, 1600, 6400)), ("plain_live", 0, (400, 1600)),
-      ("mse", 1, (400, 800, 1600, 6400)), ("plain_live", 1, (400, 1600))]
+      ("mse", 0, (400, 800, 1600, 6400)), ("mse", 1, (400, 800, 1600, 6400)),
+      ("plain_live", 0, (400, 1600)), ("plain_live", 1, (400, 1600))]
   with pytest.raises(ValueError, match="Unknown rungs"):
     ladder.plan(["nope"], [0], [400])
 
@@ -183,19 +181,22 @@ def test_a_claims_answers_on_two_datasets_are_set_side_by_side(tmp_path):
   assert ladder.across_datasets({400: c}, {391: n}) == "decided on one only"
   assert ladder.across_datasets({400: n}, {391: n}) == "undecided on both"
   assert ladder.across_datasets({400: c, 1600: x}, {391: c}) == "flips on one"
+  assert ladder.across_datasets({400: c, 1600: x}, {391: x, 782: c}) == "flips on both"
   assert ladder.across_datasets({}, {391: c}) == "–"
   # The CIFAR-10 page reads the Fashion-MNIST results stored beside it: the claims both ask,
   # each dataset's verdicts at its own budgets, and whether they agree.
-  def store(out, rung, steps, psnr):
+  def store(out, rung, steps, psnr, platform=None):
     for s in range(3):
       path = ladder.result_path(out, rung, s, steps)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "w") as f:
-        json.dump(_result(rung, s, steps, psnr + 0.1 * s, 0.45), f)
+        json.dump(_result(rung, s, steps, psnr + 0.1 * s, 0.45, platform), f)
   fashion, cifar = str(tmp_path / "results"), str(tmp_path / "results_cifar10")
   spec = ladder.LADDERS["cifar10"]
   for rung, psnr in (("mse", 20.0), ("crop_step_frozen", 19.0), ("crop_live", 18.0)):
     store(fashion, rung, 400, psnr)
+  store(os.path.join(fashion, "h100"), "mse", 6400, 25.0, "H100")  # a cell computed elsewhere
+  store(os.path.join(fashion, "h100"), "crop_step_frozen", 6400, 23.0, "H100")
   for rung, psnr in (("mse", 21.0), ("crop_step_frozen", 18.0), ("crop_live", 19.0)):
     store(cifar, rung, 391, psnr)
   table = ladder.aggregate(ladder.load_results(cifar))
@@ -203,15 +204,18 @@ def test_a_claims_answers_on_two_datasets_are_set_side_by_side(tmp_path):
   assert lines[0] == "## Against Fashion-MNIST" and "[results.md](results.md)" in lines[2]
   row = lambda a, b: next(l for l in lines if f"`{a}` vs `{b}` | psnr |" in l)
   assert row("mse", "crop_step_frozen").endswith(
-      "| 400: consistent (+1.00) | 391: consistent (+3.00) | holds on both |")
+      "| 400: consistent (Δ +1.00); 6400: consistent (Δ +2.00; H100) | 391: consistent (Δ +3.00) "
+      "| holds on both |")
   assert row("crop_step_frozen", "crop_live").endswith(
-      "| 400: consistent (+1.00) | 391: contradicted (-1.00) | **differs** |")
+      "| 400: consistent (Δ +1.00) | 391: contradicted (Δ -1.00) | **differs** |")
   # Claims one ladder alone asks (the published recipe, colour) are not set side by side.
   assert not any("mse_published" in l or "saturation_ratio" in l for l in lines)
   report = open(ladder.write_report(cifar, command="ladder test", ladder=spec)).read()
   assert "## Against Fashion-MNIST" in report
-  # Without the other dataset's results beside it, the page has no such section.
+  # Without the other dataset's results beside it, the page has no such section; a page
+  # stored under the other's folder name is not compared with itself.
   assert ladder.other_dataset_section(table, spec, str(tmp_path / "elsewhere" / "r")) == []
+  assert ladder.other_dataset_section(table, spec, fashion) == []
   assert ladder.other_dataset_section(table, ladder.LADDERS["fashion_mnist"], cifar) == []
 
 

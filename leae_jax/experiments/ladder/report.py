@@ -72,6 +72,18 @@ def fidelity_comparison(out: str, before_path: str, *, seed: int = 0, steps: int
   return lines
 
 
+def _diff_text(diff: float, threshold: float = float("nan")) -> str:
+  """'Δ +1.23, 2σ 0.45': a difference and the rule's threshold, three decimals below 0.1."""
+  d = 3 if abs(diff) < 0.1 else 2
+  return f"Δ {diff:+.{d}f}" + ("" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}")
+
+
+def _elsewhere(table, claim: Claim, steps: int, home: str) -> list[str]:
+  """The platforms other than `home` that computed a claim's cells at one budget."""
+  cells = claim_cells(table, claim, steps) or ()
+  return sorted({c["platform"] for c in cells} - {home})
+
+
 def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
   """One claim at one budget: its verdict, difference, threshold and seeds."""
   cells = claim_cells(table, claim, steps)
@@ -79,18 +91,14 @@ def _claim_cell(table, claim: Claim, steps: int, home: str) -> str:
     return "–"
   a, b = cells
   v, diff, threshold = claim_verdict(claim, a[claim.metric], b[claim.metric])
-  d = 3 if abs(diff) < 0.1 else 2
-  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}"
-  where = sorted({a["platform"], b["platform"]} - {home})
-  return (f"{v} (Δ {diff:+.{d}f}{thr}; n {len(a[claim.metric])}/{len(b[claim.metric])}"
+  where = _elsewhere(table, claim, steps, home)
+  return (f"{v} ({_diff_text(diff, threshold)}; n {len(a[claim.metric])}/{len(b[claim.metric])}"
           + (f"; {', '.join(where)}" if where else "") + ")")
 
 
 def _verdict_text(v: tuple[str, float, float]) -> str:
   verdict_, diff, threshold = v
-  d = 3 if abs(diff) < 0.1 else 2
-  thr = "" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}"
-  return f"{verdict_} (Δ {diff:+.{d}f}{thr})"
+  return f"{verdict_} ({_diff_text(diff, threshold)})"
 
 
 def _equal_psnr_section(table, a: str, b: str) -> list[str]:
@@ -145,28 +153,34 @@ def downstream_summary(table, budgets: Sequence[int], claims: Sequence[Claim] = 
   return " ".join(sentences)
 
 
-def _dataset_cell(verdicts: dict[int, tuple[str, float, float]]) -> str:
-  """One dataset's verdicts on a claim, budget by budget: '400: consistent (+1.23); ...'."""
+def _dataset_cell(table, claim: Claim, verdicts: dict[int, tuple[str, float, float]],
+                  home: str) -> str:
+  """One dataset's verdicts on a claim, budget by budget: '400: consistent (Δ +1.23); ...',
+  naming the platform of cells computed elsewhere than `home`."""
   if not verdicts:
     return "–"
-  return "; ".join(
-      f"{steps}: {'not resolved' if v.startswith('not resolved') else v} "
-      f"({diff:+.{3 if abs(diff) < 0.1 else 2}f})" for steps, (v, diff, _) in sorted(verdicts.items()))
+  cells = []
+  for steps, (v, diff, _) in sorted(verdicts.items()):
+    where = _elsewhere(table, claim, steps, home)
+    cells.append(f"{steps}: {'not resolved' if v.startswith('not resolved') else v} "
+                 f"({_diff_text(diff)}" + (f"; {', '.join(where)}" if where else "") + ")")
+  return "; ".join(cells)
 
 
-def other_dataset_section(table, ladder: Ladder, out: str) -> list[str]:
+def other_dataset_section(table, ladder: Ladder, out: str, home: str = "CPU") -> list[str]:
   """The claims this ladder shares with `ladder.other_dataset`, both datasets' verdicts side by
-  side; the other ladder's stored results are read from beside `out`. [] when there are none."""
+  side; the other ladder's stored results are read from beside `out`, under its own folder's
+  name (`docs/results` beside `docs/results_cifar10`). [] when there are none. `home`: the
+  platform of this page's own results (cells from elsewhere name theirs)."""
   if not ladder.other_dataset:
     return []
   other = LADDERS[ladder.other_dataset]
   other_out = os.path.join(os.path.dirname(os.path.abspath(out)), os.path.basename(other.out))
-  rows = load_results(other_out)
+  rows = load_results(other_out) if other_out != os.path.abspath(out) else []
   if not rows:
     return []
   other_table = aggregate(rows)
-  asked_there = {(c.a, c.b, c.metric) for c in other.all_claims}
-  shared = [c for c in ladder.all_claims if (c.a, c.b, c.metric) in asked_there]
+  shared = ladder.shared_claims(other)
   here, there = sorted({s for _, s in table}), sorted({s for _, s in other_table})
   lines = [f"## Against {other.name}", "",
            f"The claims both ladders ask, with each dataset's verdicts at every budget where both "
@@ -180,8 +194,9 @@ def other_dataset_section(table, ladder: Ladder, out: str) -> list[str]:
     mine = drawn_verdicts(table, claim, here, min_seeds=2)
     theirs = drawn_verdicts(other_table, claim, there, min_seeds=2)
     metric = claim.metric + (" (lower is better)" if claim.lower_is_better else "")
-    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {metric} | {_dataset_cell(theirs)} "
-                 f"| {_dataset_cell(mine)} | "
+    lines.append(f"| {claim.text}: `{claim.a}` vs `{claim.b}` | {metric} | "
+                 f"{_dataset_cell(other_table, claim, theirs, platform_of(rows[0]))} "
+                 f"| {_dataset_cell(table, claim, mine, home)} | "
                  f"{across_datasets({s: v[0] for s, v in theirs.items()}, {s: v[0] for s, v in mine.items()})} |")
   return lines + [""]
 
@@ -290,7 +305,7 @@ def write_report(out: str, *, command: str, compare_with: str | None = None,
               "verdict whose claim **flips** between budgets (consistent at one, contradicted at "
               "another) or *changes* (decided at one, not at another) is marked in the last "
               "column.", ""]
-  lines += other_dataset_section(table, ladder, out)
+  lines += other_dataset_section(table, ladder, out, home)
   agreement = platform_agreement(rows)
   if agreement:
     agree = sum(a[-1] for a in agreement)

@@ -177,7 +177,8 @@ class Ladder:
   # (a, b): compare a's blur with b's at equal PSNR (`equal_psnr_pairs`); colour data only.
   equal_psnr: tuple[str, str] | tuple[()] = ()
   # Another ladder (a `LADDERS` key) whose verdicts on the claims both ladders draw this page
-  # sets beside its own; its stored results are read from beside this page's (`<out>/..`).
+  # sets beside its own; its stored results are read from beside this page's, in a folder
+  # named as the other's `out` (`docs/results` beside `docs/results_cifar10`).
   other_dataset: str = ""
 
   def rung(self, name: str) -> Rung:
@@ -186,6 +187,11 @@ class Ladder:
   @property
   def all_claims(self) -> tuple[Claim, ...]:
     return tuple(c for _, _, group in self.claims for c in group) + self.downstream
+
+  def shared_claims(self, other: "Ladder") -> tuple[Claim, ...]:
+    """This ladder's claims that `other` asks too (the same rungs compared on the same metric)."""
+    asked_there = {(c.a, c.b, c.metric) for c in other.all_claims}
+    return tuple(c for c in self.all_claims if (c.a, c.b, c.metric) in asked_there)
 
 
 _METRIC_NOTE = (" Metrics on the full test split (10 000 images) with running normalisation "

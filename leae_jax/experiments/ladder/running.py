@@ -76,21 +76,15 @@ class Job:
 
 def plan(rungs: Iterable[str], seeds: Iterable[int], budgets: Iterable[int],
          curve_budgets: Iterable[int] = (), curve_rungs: Iterable[str] = CURVE_RUNGS) -> list[Job]:
-  """One job per (rung, seed), seed by seed: its budgets in ascending order (curve rungs get more).
-
-  Seed-major, so a ladder stopped part-way leaves every rung with the same number of seeds
-  (a verdict needs two seeds of both rungs; three seeds of one rung and one of the next settle
-  nothing).
-  """
+  """One job per (rung, seed): its budgets in ascending order (curve rungs get more)."""
   rungs, curve_rungs = list(rungs), set(curve_rungs)
   unknown = sorted(set(rungs) - set(RUNG_NAMES))
   if unknown:
     raise ValueError(f"Unknown rungs {unknown}; valid: {', '.join(RUNG_NAMES)}.")
-  chosen = [r for r in RUNGS if r.name in rungs]
   jobs = []
-  for seed in seeds:
-    for rung in chosen:
-      steps = set(budgets) | (set(curve_budgets) if rung.name in curve_rungs else set())
+  for rung in [r for r in RUNGS if r.name in rungs]:
+    steps = set(budgets) | (set(curve_budgets) if rung.name in curve_rungs else set())
+    for seed in seeds:
       jobs.append(Job(rung, int(seed), tuple(sorted(int(s) for s in steps))))
   return jobs
 

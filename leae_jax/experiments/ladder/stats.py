@@ -216,7 +216,7 @@ def claim_verdict(claim: Claim, a: Sequence[float], b: Sequence[float]) -> tuple
   return v, -diff, threshold
 
 
-def drawn_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
+def drawn_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 2
                    ) -> dict[int, tuple[str, float, float]]:
   """`{budget: (verdict, difference, threshold)}` at the budgets where both rungs hold the
   claim's metric from at least `min_seeds` seeds (2: only the verdicts the rule can draw)."""
@@ -262,7 +262,8 @@ def one_answer(verdicts: dict[int, str]) -> str:
 def across_datasets(first: dict[int, str], second: dict[int, str]) -> str:
   """Whether two datasets answer a claim alike, from `one_answer` of each: 'holds on both',
   'contradicted on both', '**differs**' (consistent on one, contradicted on the other),
-  'decided on one only', 'flips on one', 'undecided on both', or '–' (one draws none)."""
+  'decided on one only', 'flips on one' (or 'on both'), 'undecided on both', or '–' (one
+  draws none)."""
   answers = (one_answer(first), one_answer(second))
   decided = {"consistent", "contradicted"}
   if "–" in answers:
@@ -273,6 +274,8 @@ def across_datasets(first: dict[int, str], second: dict[int, str]) -> str:
     return "contradicted on both"
   if set(answers) == decided:
     return "**differs**"
+  if answers == ("flips", "flips"):
+    return "flips on both"
   if "flips" in answers:
     return "flips on one"
   return "decided on one only" if set(answers) & decided else "undecided on both"
