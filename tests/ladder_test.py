@@ -378,6 +378,10 @@ def test_blur_is_compared_at_the_nearest_psnr():
   # 22.0 against 22.1 dB: not resolved, a fair pair; there self-teaching keeps more
   # high-band power and lies closer in Fréchet distance (lower is better).
   assert pairs[1]["psnr"][0] == "not resolved at this budget"  # 0.1 dB against a 2σ of 0.6
+  # A threshold below 0.1 keeps three decimals even beside a larger difference.
+  from leae_jax.experiments.ladder import report
+  assert report._verdict_text(("contradicted", -0.15, 0.004)) == "contradicted (Δ -0.150, 2σ 0.004)"
+  assert report._verdict_text(("consistent", 2.5, 0.4)) == "consistent (Δ +2.50, 2σ 0.40)"
   assert pairs[1]["spectral_power_b3"][0] == "consistent"
   assert pairs[1]["frechet_distance"][0] == "consistent"
   assert "frechet_distance" not in pairs[0]  # the 391-step self-teaching cell has none

@@ -73,8 +73,9 @@ def fidelity_comparison(out: str, before_path: str, *, seed: int = 0, steps: int
 
 
 def _diff_text(diff: float, threshold: float = float("nan")) -> str:
-  """'Δ +1.23, 2σ 0.45': a difference and the rule's threshold, three decimals below 0.1."""
-  d = 3 if abs(diff) < 0.1 else 2
+  """'Δ +1.23, 2σ 0.45': a difference and the rule's threshold, three decimals where either is
+  below 0.1 (a threshold of 0.004 must not read '2σ 0.00')."""
+  d = 3 if abs(diff) < 0.1 or threshold < 0.1 else 2
   return f"Δ {diff:+.{d}f}" + ("" if math.isnan(threshold) else f", 2σ {threshold:.{d}f}")
 
 
