@@ -36,8 +36,9 @@ rule), `report` (the page), `figures`, and `__main__` (the command line).
 `<out>.md` and the figures in `<out>/` are written from the stored results
 alone (`--report_only` does nothing else). A ladder with an `other_dataset`
 (CIFAR-10's: Fashion-MNIST) sets the claims both ask beside the other's
-verdicts, read from the results stored next to `<out>` (`docs/results`). The verdict rule for each of the
-blog's claims is stated in the report (`verdict`).
+verdicts, read from the results stored next to `<out>` (`docs/results`).
+The verdict rule for each of the blog's claims is stated in the report
+(`verdict`).
 """
 
 # The names notebooks and tests use, importable from the package as before the split.
