@@ -36,7 +36,7 @@ def _command(workdir, *extra):
 
 def _env():
   return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-              JAX_THREEFRY_PARTITIONABLE="0")
+              JAX_THREEFRY_PARTITIONABLE="0", JAX_DISABLE_MOST_OPTIMIZATIONS="0")
 
 
 def run(workdir, *extra, timeout=600):

@@ -162,7 +162,6 @@ class Ladder:
   dataset: str  # the --dataset value
   name: str  # the dataset as a page names it
   config: str  # configs/<config>.py; each rung adds its variant
-  title: str
   setup: str  # the page's sentence on what every rung shares
   rungs: tuple[str, ...]
   curve_rungs: tuple[str, ...]  # the headline rungs of the budget curves
@@ -185,6 +184,11 @@ class Ladder:
     return next(r for r in RUNGS if r.name == name)
 
   @property
+  def title(self) -> str:
+    """The page's heading."""
+    return f"The ablation ladder on {self.name}"
+
+  @property
   def all_claims(self) -> tuple[Claim, ...]:
     return tuple(c for _, _, group in self.claims for c in group) + self.downstream
 
@@ -203,7 +207,6 @@ _METRIC_NOTE = (" Metrics on the full test split (10 000 images) with running no
 LADDERS = {
     "fashion_mnist": Ladder(
         dataset="fashion_mnist", name="Fashion-MNIST", config="fashion_mnist",
-        title="The ablation ladder on Fashion-MNIST",
         setup=("Every rung: `configs/fashion_mnist.py` (32×32, padded), hidden 32, a 4×4×16 "
                "spatial code unless stated, PyTorch initialisation, batch 128, AdamW (PyTorch "
                "defaults) at a constant 1e-3 — the faithful recipes of [fidelity.md](fidelity.md). "
@@ -224,7 +227,6 @@ LADDERS = {
         compare_with="docs/results/before_fidelity.json"),
     "cifar10": Ladder(
         dataset="cifar10", name="CIFAR-10 (JPEG q75)", config="cifar",
-        title="The ablation ladder on CIFAR-10 (JPEG q75)",
         setup=("Every rung: `configs/cifar.py` on the CIFAR-10 image folder of the development "
                "machines, whose files are **JPEG q75** re-encodings of the originals (absolute "
                "PSNRs are not the published data's; rungs compared on the same files compare "

@@ -299,17 +299,14 @@ def chance_of_a_verdict(n_a: int, n_b: int) -> float:
 def verdict_census(table, claims: Sequence[Claim], budgets: Sequence[int]
                    ) -> tuple[int, int, float]:
   """`(verdicts drawn, how many decided, how many the rule would decide by chance)`
-  over every (claim, budget) cell where both rungs have ≥2 seeds."""
+  over the verdicts `drawn_verdicts` draws (both rungs with ≥2 seeds)."""
   drawn, decided, chance = 0, 0, 0.0
   for claim in claims:
-    for steps in budgets:
-      cells = claim_cells(table, claim, steps)
-      if cells is None or min(len(cells[0][claim.metric]), len(cells[1][claim.metric])) < 2:
-        continue
+    for steps, (v, _, _) in drawn_verdicts(table, claim, budgets).items():
+      a, b = claim_cells(table, claim, steps)
       drawn += 1
-      v, _, _ = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
       decided += v != "not resolved at this budget"
-      chance += chance_of_a_verdict(len(cells[0][claim.metric]), len(cells[1][claim.metric]))
+      chance += chance_of_a_verdict(len(a[claim.metric]), len(b[claim.metric]))
   return drawn, decided, chance
 
 
