@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -156,39 +157,63 @@ def save_png(path: str, image: np.ndarray, min_side: int = 256) -> None:
   Image.fromarray(img).save(path)
 
 
+def curve_panels(records: Sequence[Mapping[str, Any]],
+                 keys: Sequence[str] | None = None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+  """Groups scalar series from metrics records into panels: {panel title: {line label: points}}.
+
+  One panel per series, titled by its key, except numbered bands
+  (`eval/spectral_power_b0`, `_b1`, ...), which are the lines `b0`, `b1`, ...
+  of one panel (`eval/spectral_power`). Training and evaluation series stay
+  apart: their values are not comparable (evaluation batches are larger, and
+  SIGReg's statistic grows with the batch). By default every numeric `train/`
+  and `eval/` series but throughput, the epoch and the count of evaluated images.
+  """
+  if keys is None:
+    keys = sorted({k for r in records for k, v in r.items()
+                   if k != "step" and isinstance(v, (int, float)) and
+                   (k.startswith("train/") or k.startswith("eval/")) and "images_per_s" not in k
+                   and k not in ("train/epoch", "eval/num_images")})
+  panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
+  for key in keys:
+    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if points:
+      band = re.fullmatch(r"(.+)_(b\d+)", key)
+      title, label = (band.group(1), band.group(2)) if band else (key, key)
+      panels.setdefault(title, {})[label] = points
+  return panels
+
+
 def plot_curves(records: Sequence[Mapping[str, Any]], path: str,
                 keys: Sequence[str] | None = None) -> str | None:
-  """Plots scalar series from metrics records, one panel per key; returns the path."""
+  """Plots scalar series from metrics records, one panel per quantity (`curve_panels`);
+  returns the path, or None when there is nothing to plot."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  if keys is None:
-    keys = sorted({k for r in records for k, v in r.items()
-                   if k != "step" and isinstance(v, (int, float)) and
-                   (k.startswith("train/") or k.startswith("eval/")) and "images_per_s" not in k
-                   and k != "train/epoch"})
-  series = {k: [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))] for k in keys}
-  series = {k: v for k, v in series.items() if v}
-  if not series:
+  panels = curve_panels(records, keys)
+  if not panels:
     return None
-  cols = min(3, len(series))
-  rows = math.ceil(len(series) / cols)
+  cols = min(3, len(panels))
+  rows = math.ceil(len(panels) / cols)
   # Fixed margins: tight_layout would measure every text (about half the time of a small figure).
   fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False,
                            gridspec_kw=dict(left=0.12 / cols ** 0.5, right=0.97, bottom=0.5 / (3.2 * rows),
                                             top=1 - 0.35 / (3.2 * rows), wspace=0.35, hspace=0.3 + 0.1 * rows))
-  for ax, (k, pts) in zip(axes.flat, series.items()):
-    steps, values = zip(*pts)
-    ax.plot(steps, values, marker="." if len(pts) < 30 else None)
-    ax.set_title(k, fontsize=9)
+  for ax, (title, lines) in zip(axes.flat, panels.items()):
+    values = [v for pts in lines.values() for _, v in pts]
+    for label, pts in lines.items():
+      steps, ys = zip(*pts)
+      ax.plot(steps, ys, marker="." if len(pts) < 30 else None, label=label)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
-    positive = all(v > 0 for v in values)
-    if positive and max(values) / max(min(values), 1e-12) > 50:
+    if all(v > 0 for v in values) and max(values) / max(min(values), 1e-12) > 50:
       ax.set_yscale("log")
+    if len(lines) > 1:
+      ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(series):]:
+  for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.savefig(path, dpi=100)
   plt.close(fig)

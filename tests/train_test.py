@@ -208,6 +208,22 @@ def test_masked_runs_report_psnr_inside_the_hole():
   assert set(shown) == {"images", "reconstruction", "masked_input", "masked_reconstruction"}
 
 
+def test_loss_curves_put_numbered_bands_in_one_panel_and_keep_train_and_eval_apart(tmp_path):
+  records = [{"step": 1, "train/loss": 2.0, "train/images_per_s": 900.0, "train/epoch": 0.1},
+             {"step": 2, "train/loss": 1.5, "eval/loss": 30.0, "eval/num_images": 2000,
+              "eval/spectral_power_b0": 1e-5, "eval/spectral_power_b1": 2e-4, "eval/psnr": 9.5}]
+  panels = outputs.curve_panels(records)
+  assert panels == {
+      "train/loss": {"train/loss": [(1, 2.0), (2, 1.5)]},
+      "eval/loss": {"eval/loss": [(2, 30.0)]},  # evaluation losses are not training losses
+      "eval/spectral_power": {"b0": [(2, 1e-5)], "b1": [(2, 2e-4)]},
+      "eval/psnr": {"eval/psnr": [(2, 9.5)]},
+  }
+  assert outputs.plot_curves(records, str(tmp_path / "curves.png")) == str(tmp_path / "curves.png")
+  assert os.path.getsize(tmp_path / "curves.png") > 1000
+  assert outputs.plot_curves([{"step": 1, "note": "text"}], str(tmp_path / "none.png")) is None
+
+
 def test_train_and_evaluate_writes_every_output(tmp_path, monkeypatch):
   # Also docs/training.md: metrics leave the device only every log_every_steps (and the
   # loss before a checkpoint is written). Every host read of a jax.Array —
