@@ -216,16 +216,20 @@ def claim_verdict(claim: Claim, a: Sequence[float], b: Sequence[float]) -> tuple
   return v, -diff, threshold
 
 
+def _drawn(table, claim: Claim, budgets: Sequence[int], min_seeds: int):
+  """Yields `(budget, (cell a, cell b), (verdict, difference, threshold))` at the budgets
+  where both rungs hold the claim's metric from at least `min_seeds` seeds."""
+  for steps in budgets:
+    cells = claim_cells(table, claim, steps)
+    if cells is not None and min(len(c[claim.metric]) for c in cells) >= min_seeds:
+      yield steps, cells, claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
+
+
 def drawn_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 2
                    ) -> dict[int, tuple[str, float, float]]:
   """`{budget: (verdict, difference, threshold)}` at the budgets where both rungs hold the
   claim's metric from at least `min_seeds` seeds (2: only the verdicts the rule can draw)."""
-  found = {}
-  for steps in budgets:
-    cells = claim_cells(table, claim, steps)
-    if cells is not None and min(len(c[claim.metric]) for c in cells) >= min_seeds:
-      found[steps] = claim_verdict(claim, cells[0][claim.metric], cells[1][claim.metric])
-  return found
+  return {steps: v for steps, _, v in _drawn(table, claim, budgets, min_seeds)}
 
 
 def claim_verdicts(table, claim: Claim, budgets: Sequence[int], *, min_seeds: int = 1
@@ -302,8 +306,7 @@ def verdict_census(table, claims: Sequence[Claim], budgets: Sequence[int]
   over the verdicts `drawn_verdicts` draws (both rungs with ≥2 seeds)."""
   drawn, decided, chance = 0, 0, 0.0
   for claim in claims:
-    for steps, (v, _, _) in drawn_verdicts(table, claim, budgets).items():
-      a, b = claim_cells(table, claim, steps)
+    for _, (a, b), (v, _, _) in _drawn(table, claim, budgets, min_seeds=2):
       drawn += 1
       decided += v != "not resolved at this budget"
       chance += chance_of_a_verdict(len(a[claim.metric]), len(b[claim.metric]))
