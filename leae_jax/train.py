@@ -228,28 +228,18 @@ def train_step(
   return new_state, step_metrics
 
 
-def check_traces(model: models.Autoencoder, objective: objectives.Objective,
-                 config: ml_collections.ConfigDict) -> None:
-  """Traces initialisation and the loss on a 2-image batch (shapes only, nothing compiles).
-
-  Every shape the model and views need is checked here, in about a second, so
-  that e.g. a width the skips cannot split fails in one line at start-up.
-  """
-  shape = (2, *model.input_shape)
-
-  def loss(key, images):
-    variables = models.init_variables(model, key)
-    ema = objectives.init_ema(variables["params"]) if objective.uses_ema else None
-    return objective(variables["params"], variables["batch_stats"], images, key, ema)
-
+@contextlib.contextmanager
+def shapes_checked(config: ml_collections.ConfigDict):
+  """Turns a shape error raised while tracing (`ValueError` / `TypeError`) into one line
+  naming the model, the input and the objective (before anything compiles)."""
   try:
-    jax.eval_shape(loss, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+    yield
   except (ValueError, TypeError) as err:
     m = config.model
     raise ValueError(
         f"model.arch={m.arch!r} with model.hidden={m.hidden}, model.latent_channels="
         f"{m.latent_channels} on "
-        f"{modalities.get(model.modality).describe_input(config.image_size, config.image_channels)} "
+        f"{modalities.get(config.modality).describe_input(config.image_size, config.image_channels)} "
         f"does not fit objective "
         f"{config.objective.name!r} (views {config.objective.views!r}): "
         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
@@ -309,12 +299,12 @@ class Trainer:
     # and evaluation batches are padded to a multiple of it.
     self.data_shards = data_shards((self.mesh.shape["data"], self.mesh.shape["fsdp"]),
                                    jax.process_count())
-    # Every shape the model and views need, checked before anything compiles.
-    check_traces(self.model, self.objective, config)
     create = functools.partial(create_train_state, config, self.model, self.objective,
                                self.optimizer)
     min_size = int(mesh_config.fsdp_min_size)
-    self.state_sharding = sharding.state_sharding(jax.eval_shape(create), self.mesh, min_size)
+    with shapes_checked(config):
+      abstract_state = jax.eval_shape(create)
+    self.state_sharding = sharding.state_sharding(abstract_state, self.mesh, min_size)
     self._init_state = jax.jit(create, out_shardings=self.state_sharding)
     # Traced under the mesh, so that every layer keeps activations split over
     # the batch (`models.split_batch`).
@@ -332,6 +322,11 @@ class Trainer:
             features=(functools.partial(frechet.features_fn, self.feature_net.params)
                       if self.feature_net is not None else None))),
         in_shardings=(self.state_sharding, self.data_sharding, self.replicated))
+    # Every shape the model and views need, checked in about a second, before anything
+    # compiles (e.g. a width the skips cannot split fails in one line at start-up). The
+    # trace is the jitted step's own: the first step reuses it instead of tracing again.
+    with shapes_checked(config):
+      self.train_step.trace(*self.abstract_step_args())
 
   def abstract_step_args(self) -> tuple[TrainState, jax.ShapeDtypeStruct]:
     """Shape-only `(state, images)` of `train_step`, with their shardings (to lower or export it)."""
