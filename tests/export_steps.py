@@ -2,11 +2,11 @@
 
 Run with `XLA_FLAGS=--xla_force_host_platform_device_count=N`: with N = 1 the
 steps are exported for one device, with N = 8 over a 4 × 2 data × fsdp mesh
-(parameters and optimizer state split over `fsdp`); with one device only
-`ONE_DEVICE_CONFIGS`. `jax.export` lowers for
-platforms this machine does not have, so an op with no GPU or TPU lowering
-fails here; and it refuses custom calls without a stability guarantee, so a
-host callback (`jax.debug.print`, `pure_callback`) in a step fails too.
+(parameters and optimizer state split over `fsdp`); one device exports only
+`ONE_DEVICE_CONFIGS`. `jax.export` lowers for platforms this machine does not
+have, so an op with no GPU or TPU lowering fails here; and it refuses custom
+calls without a stability guarantee, so a host callback (`jax.debug.print`,
+`pure_callback`) in a step fails too.
 Prints one JSON line: per config and step, the exported platforms and the
 size of the StableHLO module.
 """
