@@ -108,7 +108,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, *, max_batches: int 
                      figures: bool = True) -> dict[str, Any]:
   """Evaluates a run's checkpoint; writes `eval_<step>.json` (and figures) and returns the results."""
   config = load_config(workdir)
-  trainer = train.Trainer(config)
+  trainer = train.Trainer(config, trains=False)
   state = restore_state(workdir, config, trainer, step)
   step = int(jax.device_get(state.step))
   result = trainer.evaluate(state, max_batches=max_batches, collect_codes=True)
@@ -157,6 +157,27 @@ def _shown_at(trainer: train.Trainer, state: Any, indices: Sequence[int]) -> dic
   return {k: np.asarray(out[k])[:len(indices)] for k in evaluation.GRID_ROWS if k in out}
 
 
+def shown_images(workdir: str, num_images: int = 8, *, step: int | None = None,
+                 indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+  """A run's reconstructions of its first `num_images` test images or series (or those at `indices`).
+
+  From the checkpoint at `step` (default: the newest), evaluated as one batch of
+  exactly those images on any number of devices: the rows of `evaluation.GRID_ROWS`
+  (`images`, `reconstruction`, and for masked runs `masked_input`,
+  `masked_reconstruction`). The one home of a run's sample images (`--compare`, the
+  ladders' stored samples).
+  """
+  config = load_config(workdir)
+  count = num_images if indices is None else len(indices)
+  config.eval_batch_size = count  # evaluation pads its batches for any device count
+  config.num_grid_images = count
+  trainer = train.Trainer(config, trains=False)
+  state = restore_state(workdir, config, trainer, step)
+  if indices is None:
+    return trainer.evaluate(state, max_batches=1).images
+  return _shown_at(trainer, state, indices)
+
+
 def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8,
                      indices: Sequence[int] | None = None) -> str:
   """The same test images reconstructed by each run, one row per run (newest checkpoints).
@@ -172,13 +193,7 @@ def compare_workdirs(workdirs: Sequence[str], path: str, *, num_images: int = 8,
     if config.modality != "image":
       raise ValueError(f"--compare draws image grids, but {workdir} trained on {config.modality} "
                        f"data; its evaluation pictures are {workdir}/eval_grid_<step>.png.")
-    count = num_images if indices is None else len(indices)
-    config.eval_batch_size = count  # any size works on any number of devices
-    config.num_grid_images = count
-    trainer = train.Trainer(config)
-    state = restore_state(workdir, config, trainer)
-    shown = (trainer.evaluate(state, max_batches=1).images if indices is None
-             else _shown_at(trainer, state, indices))
+    shown = shown_images(workdir, num_images, indices=indices)
     name = os.path.basename(os.path.abspath(workdir))
     if inputs is None:
       inputs = shown["images"]

@@ -170,7 +170,7 @@ def save(source: str | tuple[ml_collections.ConfigDict, Any], out_dir: str, *,
     from leae_jax import train  # pylint: disable=g-import-not-at-top
 
     config = evaluate.load_config(source)
-    state = evaluate.restore_state(source, config, train.Trainer(config), step)
+    state = evaluate.restore_state(source, config, train.Trainer(config, trains=False), step)
   else:
     config, state = source
   if isinstance(examples, int):  # read while the config still says where the data are
@@ -391,7 +391,8 @@ def main(argv):
 
   try:
     config = evaluate.load_config(FLAGS.workdir)
-    state = evaluate.restore_state(FLAGS.workdir, config, train.Trainer(config), FLAGS.step)
+    state = evaluate.restore_state(FLAGS.workdir, config, train.Trainer(config, trains=False),
+                                   FLAGS.step)
   except (FileNotFoundError, ValueError) as err:  # no run, no such step, a config it cannot use
     raise cli.UserError(err) from err
   step = int(jax.device_get(state.step))

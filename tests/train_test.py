@@ -38,14 +38,23 @@ def test_learning_rate_schedule_warms_up_then_decays():
   assert float(schedule(5)) < float(schedule(10)) and float(schedule(50)) < float(schedule(10))
 
 
-def test_train_step_updates_params_stats_and_step():
+def test_train_step_updates_params_stats_and_step(monkeypatch):
+  # The step is traced once, at start-up (the shape check), and reused by the
+  # first step; an evaluating Trainer never traces it.
+  traced = []
+  step_fn = train.train_step
+  monkeypatch.setattr(train, "train_step", lambda *a, **k: traced.append(1) or step_fn(*a, **k))
   config = _tiny_shapes_config()
+  train.Trainer(config, trains=False)
+  assert traced == []
   trainer = train.Trainer(config)
+  assert traced == [1]
   state = trainer.init_state()
   before = jax.device_get(state)
   images = trainer.global_batch(np.random.default_rng(0).uniform(size=(8, 32, 32, 1)).astype(np.float32))
   state, m = trainer.train_step(state, images)
   state, m = trainer.train_step(state, images)
+  assert traced == [1]
   assert int(state.step) == 2
   assert {"loss", "latent_agreement", "sigreg", "agree/pixel_mask", "grad_norm", "learning_rate"} <= set(m)
   chex.assert_tree_all_finite(m)

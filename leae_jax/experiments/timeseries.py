@@ -156,15 +156,10 @@ def plan(explore: Sequence[str] = EXPLORE, compare: Sequence[str] = COMPARE,
 
 
 def _save_samples(workdir: str, path: str, num: int = 4) -> None:
+  """The first `num` test series and their reconstructions (newest checkpoint), as .npz."""
   from leae_jax import evaluate
-  from leae_jax import train
 
-  config = evaluate.load_config(workdir)
-  config.eval_batch_size = num
-  config.num_grid_images = num
-  trainer = train.Trainer(config)
-  state = evaluate.restore_state(workdir, config, trainer)
-  shown = trainer.evaluate(state, max_batches=1).images
+  shown = evaluate.shown_images(workdir, num)
   np.savez_compressed(path, **{k: np.asarray(v, np.float32) for k, v in shown.items()})
 
 

@@ -129,14 +129,8 @@ def _samples_of_a_smaller_seed(out: str, rung: str, seed: int, step: int) -> boo
 def _save_samples(workdir: str, step: int, path: str, num_images: int = 8) -> None:
   """The first test images, their reconstructions (and masked ones) at `step`, as .npz."""
   from leae_jax import evaluate
-  from leae_jax import train
 
-  config = evaluate.load_config(workdir)
-  config.eval_batch_size = num_images  # evaluation pads its batches for any device count
-  config.num_grid_images = num_images
-  trainer = train.Trainer(config)
-  state = evaluate.restore_state(workdir, config, trainer, step)
-  shown = trainer.evaluate(state, max_batches=1).images
+  shown = evaluate.shown_images(workdir, num_images, step=step)
   np.savez_compressed(path, **{k: np.asarray(v, np.float16) for k, v in shown.items()})
 
 
@@ -299,7 +293,7 @@ def reference_probes(out: str, seeds: Sequence[int], *, probe_train_examples: in
     result = stored
   for seed in [s for s in seeds if str(s) not in result["untrained_encoder"]]:
     trainer = train.Trainer(train.resolve(rung_config(RUNGS[0], seed=int(seed), steps=1,
-                                                      **config_kw)))
+                                                      **config_kw)), trains=False)
     state = trainer.init_state()
     codes = [evaluation.encode_split(trainer, state, split, n)
              for split, n in (("train", probe_train_examples), ("test", -1))]
