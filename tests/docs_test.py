@@ -149,8 +149,14 @@ def _cifar10_table():
 
 def _cifar10_census_at_one_epoch():
   """`(verdicts drawn, decided)` of the CIFAR-10 page at 391 steps."""
+  return _cifar10_census([391])
+
+
+def _cifar10_census(budgets=(391, 782, 1955)):
+  """`(verdicts drawn, decided)` of the CIFAR-10 page at `budgets` (default: all three)."""
   from leae_jax.experiments import ladder  # pylint: disable=import-outside-toplevel
-  return ladder.verdict_census(_cifar10_table(), ladder.LADDERS["cifar10"].all_claims, [391])[:2]
+  return ladder.verdict_census(_cifar10_table(), ladder.LADDERS["cifar10"].all_claims,
+                               list(budgets))[:2]
 
 
 def _answers_on_both_datasets():
@@ -184,12 +190,16 @@ COUNTS = [
     ("the seeds every CIFAR-10 rung has at one epoch",
      r"\brungs × (\d+) seeds at 391 steps\b", lambda: min(_cifar10_seeds_at(391).values())),
     ("the CIFAR-10 five-epoch results stored",
-     r"\bto 1955 steps \(5 epochs × 3 seeds; (\d+) of 12 results so far\)",
+     r"\bto 1955 steps \(5 epochs × 3 seeds: (\d+) results\)",
      lambda: sum(_cifar10_seeds_at(1955).values())),
     ("the verdicts the CIFAR-10 page draws at one epoch",
      r"\bAt one epoch the page draws (\d+) verdicts\b", lambda: _cifar10_census_at_one_epoch()[0]),
     ("the verdicts the CIFAR-10 page decides at one epoch",
      r"\bthe 2σ rule decides (\d+) of them\b", lambda: _cifar10_census_at_one_epoch()[1]),
+    ("the verdicts the CIFAR-10 page draws over its three budgets",
+     r"\bOver its three budgets it draws (\d+) verdicts\b", lambda: _cifar10_census()[0]),
+    ("the verdicts the CIFAR-10 page decides over its three budgets",
+     r"\bverdicts and decides (\d+)\b", lambda: _cifar10_census()[1]),
     ("the claims both ladders ask", r"\bOf the (\d+) claims both ladders ask\b",
      lambda: len(_answers_on_both_datasets())),
     ("the claims both datasets answer alike", r"\bthe two datasets answer (\d+) alike\b",
