@@ -264,9 +264,9 @@ class Trainer:
   shardings over the `('data', 'fsdp')` mesh of `config.mesh` (see
   `sharding.py`); `devices` restricts the mesh to some devices (default: all,
   across all processes). `trains=False` builds one that only restores and
-  evaluates (`leae_jax.evaluate`, `reconstruct`, the ladder's samples): it skips
-  the start-up trace of the train step it never runs (about 2 s of every
-  evaluation's start), while the state's shapes are still checked.
+  evaluates (`leae_jax.evaluate`, `pretrained`'s export, the ladders' samples):
+  it skips the start-up trace of the train step it never runs (about 2 s of
+  every evaluation's start), while the state's shapes are still checked.
   """
 
   def __init__(self, config: ml_collections.ConfigDict,
