@@ -57,7 +57,7 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, server):
   """Inputs some cases need: IDX files (one truncated), a trained workdir, a plain file."""
   root = tmp_path_factory.mktemp("cli_inputs")
   good, bad = root / "idx", root / "idx_truncated"
@@ -68,10 +68,10 @@ def files(tmp_path_factory):
   (root / "empty_tfds").mkdir()
   (root / "a_file").write_text("not a directory")
   run = root / "run"
-  proc = subprocess.run([sys.executable, "-m", "leae_jax.main", SHAPES, f"--workdir={run}", *TINY,
-                         "--config.num_train_steps=2", "--config.eval_every_steps=0"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  # Trained like the cases run, in a forked child of the server (no second start of Python).
+  proc = server.run("leae_jax.main", [SHAPES, f"--workdir={run}", *TINY,
+                                      "--config.num_train_steps=2", "--config.eval_every_steps=0"])
+  assert proc["returncode"] == 0, proc["stderr"][-3000:]
   folder = {"train/cat/0.png": (8, 8, "RGB"), "test/cat/0.png": (8, 8, "RGB")}
   helpers.write_image_folder(root / "mixed_sizes", {**folder, "train/cat/1.png": (8, 12, "RGB")})
   helpers.write_image_folder(root / "other_classes", {**folder, "test/dog/0.png": (8, 8, "RGB")})
